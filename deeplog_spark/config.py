@@ -1,0 +1,269 @@
+"""Configuration: defaults from ``conf/deeplog.toml``, overridden by ``--key value`` flags.
+
+Every key is declared once in :class:`Config` with its type and section. Loading is strict: a key
+the file or the command line names that is not declared, a value of the wrong type, or a value out
+of range raises :class:`ConfigError` naming the key. The resolved config is fingerprinted
+(:meth:`Config.fingerprint`) so runs can be keyed by the settings that produced them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+#: The repository's default config file (``conf/deeplog.toml`` beside this package). When the
+#: package runs from a zip (spark-submit --py-files), ``./conf/deeplog.toml`` is used instead.
+DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "conf" / "deeplog.toml"
+#: Environment variable that points to another config file.
+CONFIG_ENV = "DEEPLOG_CONFIG"
+
+
+class ConfigError(ValueError):
+    """A config key is unknown, missing, of the wrong type or out of range."""
+
+
+def _field(section: str, doc: str):
+    return dataclasses.field(metadata={"section": section, "doc": doc})
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Resolved settings of a pipeline run (all values come from the config file or flags)."""
+
+    # [data]
+    event_traces: str = _field("data", "Loghub Event_traces.csv (plain/.gz, glob or directory)")
+    anomaly_labels: str = _field("data", "anomaly_label.csv; empty string for none")
+    templates: str = _field("data", "HDFS.log_templates.csv (EventId,EventTemplate)")
+    # [tables]
+    tables_root: str = _field("tables", "directory holding the Delta tables")
+    artifacts_root: str = _field("tables", "directory for model runs and plots")
+    # [split]
+    seed: int = _field("split", "seed of the BlockId hash split")
+    train_ratio: float = _field("split", "share of blocks in train")
+    val_ratio: float = _field("split", "share of blocks in val")
+    test_ratio: float = _field("split", "share of blocks in test")
+    # [window]
+    h: int = _field("window", "window length")
+    # [key_model]
+    embed_dim: int = _field("key_model", "Key LSTM embedding size")
+    key_hidden: int = _field("key_model", "Key LSTM hidden size")
+    key_layers: int = _field("key_model", "Key LSTM layers")
+    key_dropout: float = _field("key_model", "Key LSTM dropout between layers")
+    # [value_model]
+    value_hidden: int = _field("value_model", "Value LSTM hidden size")
+    value_layers: int = _field("value_model", "Value LSTM layers")
+    value_dropout: float = _field("value_model", "Value LSTM dropout")
+    # [train]
+    batch_size: int = _field("train", "mini-batch size")
+    lr: float = _field("train", "Adam learning rate")
+    epochs: int = _field("train", "maximum epochs")
+    patience: int = _field("train", "early-stopping patience (epochs)")
+    # [detect]
+    top_g: int = _field("detect", "key model: anomaly if next event not in top g")
+    k_sigma: float = _field("detect", "value model: anomaly if error > mu + k*sigma")
+    # [spark]
+    master: str = _field("spark", "Spark master for plain-python runs")
+    shuffle_partitions: int = _field("spark", "spark.sql.shuffle.partitions")
+    driver_memory: str = _field("spark", "spark.driver.memory for plain-python runs")
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    # -- construction -------------------------------------------------------------------------
+
+    @classmethod
+    def load(
+        cls,
+        path: str | os.PathLike | None = None,
+        overrides: Mapping[str, Any] | None = None,
+    ) -> "Config":
+        """Read a TOML config file and apply ``overrides`` (key -> value or string).
+
+        ``path`` defaults to ``$DEEPLOG_CONFIG`` or the repository's ``conf/deeplog.toml``.
+
+        Example::
+
+            cfg = Config.load(overrides={"h": "12", "top_g": 5})
+        """
+        path = Path(path or os.environ.get(CONFIG_ENV) or _default_path())
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path} (pass --config PATH or set ${CONFIG_ENV})")
+        with path.open("rb") as fh:
+            try:
+                doc = tomllib.load(fh)
+            except tomllib.TOMLDecodeError as exc:
+                raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+        values = _flatten(doc, path)
+        for key, raw in (overrides or {}).items():
+            values[key] = _coerce(key, raw)
+        return cls.from_dict(values, source=str(path))
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any], source: str = "config") -> "Config":
+        """Build a config from a flat ``key -> value`` mapping holding every key."""
+        known = _fields()
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ConfigError(f"{source}: unknown config key(s): {', '.join(unknown)}")
+        missing = sorted(set(known) - set(values))
+        if missing:
+            raise ConfigError(f"{source}: missing config key(s): {', '.join(missing)}")
+        return cls(**{k: _coerce(k, v) for k, v in values.items()})
+
+    def replace(self, **overrides: Any) -> "Config":
+        """A copy with some keys changed (validated like any other config)."""
+        values = self.to_dict()
+        for key, raw in overrides.items():
+            if key not in values:
+                raise ConfigError(f"unknown config key: {key}")
+            values[key] = _coerce(key, raw)
+        return Config(**values)
+
+    # -- use ----------------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def fingerprint(self, keys: Iterable[str] | None = None, extra: Mapping[str, Any] | None = None) -> str:
+        """A short, stable hash of the chosen keys (all by default) plus ``extra`` values."""
+        values = self.to_dict()
+        chosen = {k: values[k] for k in (sorted(keys) if keys is not None else sorted(values))}
+        if extra:
+            chosen["__extra__"] = dict(extra)
+        blob = json.dumps(chosen, sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]
+
+    def table_path(self, name: str) -> str:
+        """Location of the Delta table ``name`` under ``tables_root``."""
+        if not name or not name.replace("_", "").isalnum():
+            raise ConfigError(f"invalid table name {name!r}: use letters, digits and '_'")
+        return str(Path(self.tables_root) / name)
+
+
+def _default_path() -> Path:
+    if DEFAULT_CONFIG_PATH.is_file():
+        return DEFAULT_CONFIG_PATH
+    return Path.cwd() / "conf" / "deeplog.toml"
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+def _fields() -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(Config)}
+
+
+def _types() -> dict[str, type]:
+    # Annotations are strings under `from __future__ import annotations`.
+    return {name: {"int": int, "float": float, "str": str}[f.type] for name, f in _fields().items()}
+
+
+def sections() -> dict[str, list[str]]:
+    """Section -> keys, in declaration order (for help texts)."""
+    out: dict[str, list[str]] = {}
+    for name, f in _fields().items():
+        out.setdefault(f.metadata["section"], []).append(name)
+    return out
+
+
+def describe(key: str) -> str:
+    """One-line description of a key."""
+    return _fields()[key].metadata["doc"]
+
+
+def _flatten(doc: Mapping[str, Any], path: Path) -> dict[str, Any]:
+    fields = _fields()
+    values: dict[str, Any] = {}
+    for section, table in doc.items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: top-level key {section!r} must be a [section]")
+        for key, value in table.items():
+            if key not in fields:
+                raise ConfigError(f"{path}: unknown config key [{section}] {key}")
+            expected = fields[key].metadata["section"]
+            if section != expected:
+                raise ConfigError(f"{path}: config key {key} belongs in [{expected}], not [{section}]")
+            values[key] = value
+    return values
+
+
+def _coerce(key: str, raw: Any) -> Any:
+    types = _types()
+    if key not in types:
+        raise ConfigError(f"unknown config key: {key}")
+    want = types[key]
+    if isinstance(raw, bool):
+        raise ConfigError(f"config key {key}: expected {want.__name__}, got a boolean")
+    if isinstance(raw, want):
+        return raw
+    if want is float and isinstance(raw, int):
+        return float(raw)
+    if isinstance(raw, str):
+        try:
+            return want(raw.strip()) if want is not str else raw
+        except ValueError:
+            pass
+    raise ConfigError(f"config key {key}: expected {want.__name__}, got {raw!r}")
+
+
+def _check(ok: bool, key: str, value: Any, rule: str) -> None:
+    if not ok:
+        raise ConfigError(f"config key {key}={value!r} is out of range: {rule}")
+
+
+def _validate(cfg: Config) -> None:
+    types = _types()
+    for key, want in types.items():
+        value = getattr(cfg, key)
+        if not isinstance(value, want) or isinstance(value, bool):
+            raise ConfigError(f"config key {key}: expected {want.__name__}, got {value!r}")
+        if want is float:
+            _check(math.isfinite(value), key, value, "must be a finite number")
+    for key in ("h", "embed_dim", "key_hidden", "key_layers", "value_hidden", "value_layers",
+                "batch_size", "epochs", "top_g", "shuffle_partitions"):
+        _check(getattr(cfg, key) >= 1, key, getattr(cfg, key), "must be >= 1")
+    _check(cfg.patience >= 0, "patience", cfg.patience, "must be >= 0")
+    _check(cfg.lr > 0, "lr", cfg.lr, "must be > 0")
+    _check(cfg.k_sigma >= 0, "k_sigma", cfg.k_sigma, "must be >= 0")
+    for key in ("key_dropout", "value_dropout"):
+        _check(0.0 <= getattr(cfg, key) < 1.0, key, getattr(cfg, key), "must be in [0, 1)")
+    for key in ("train_ratio", "val_ratio", "test_ratio"):
+        _check(0.0 <= getattr(cfg, key) <= 1.0, key, getattr(cfg, key), "must be in [0, 1]")
+    total = cfg.train_ratio + cfg.val_ratio + cfg.test_ratio
+    _check(abs(total - 1.0) < 1e-9, "train_ratio", cfg.train_ratio,
+           f"train_ratio + val_ratio + test_ratio must sum to 1 (got {total:g})")
+    _check(cfg.train_ratio > 0, "train_ratio", cfg.train_ratio, "must be > 0")
+    for key in ("event_traces", "templates", "tables_root", "artifacts_root", "master"):
+        _check(bool(getattr(cfg, key).strip()), key, getattr(cfg, key), "must not be empty")
+
+
+def parse_overrides(argv: Sequence[str]) -> dict[str, str]:
+    """Parse ``--key value`` / ``--key=value`` pairs into a dict (keys checked by ``Config``).
+
+    Example::
+
+        parse_overrides(["--h", "12", "--top_g=5"]) == {"h": "12", "top_g": "5"}
+    """
+    out: dict[str, str] = {}
+    known = _fields()
+    it = iter(argv)
+    for arg in it:
+        if not arg.startswith("--") or arg == "--":
+            raise ConfigError(f"unexpected argument {arg!r}: options look like --key value")
+        key, eq, value = arg[2:].partition("=")
+        key = key.replace("-", "_")
+        if key not in known:
+            raise ConfigError(f"unknown option --{key} (see --help for the config keys)")
+        if not eq:
+            try:
+                value = next(it)
+            except StopIteration:
+                raise ConfigError(f"option --{key} needs a value") from None
+        out[key] = value
+    return out

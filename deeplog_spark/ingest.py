@@ -1,0 +1,339 @@
+"""Ingest stage: Loghub ``Event_traces.csv``, ``anomaly_label.csv`` and templates -> Delta.
+
+Readers take a path and return raw string columns read with an explicit schema (malformed CSV
+rows are kept in ``_corrupt_record``). The transforms are pure ``DataFrame -> DataFrame``: each
+input row is either accepted or becomes one ``ingest_rejects`` row with a reason, so
+``input rows = accepted + rejected`` for every input file.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import re
+from dataclasses import dataclass
+
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.types import StringType, StructField, StructType
+from pyspark.sql.window import Window
+
+from deeplog_spark.schemas import (
+    INGEST_REJECTS_SCHEMA,
+    SOURCE_ANOMALY_LABELS,
+    SOURCE_EVENT_TRACES,
+    TEMPLATES_SCHEMA,
+    Reason,
+)
+
+log = logging.getLogger(__name__)
+
+CORRUPT = "_corrupt_record"
+SOURCE_FILE = "_source_file"
+
+TRACE_REQUIRED = ("BlockId", "Features")
+TRACE_OPTIONAL = ("Label", "Type", "TimeInterval", "Latency")
+LABEL_COLUMNS = ("BlockId", "Label")
+TEMPLATE_COLUMNS = ("EventId", "EventTemplate")
+
+_EVENT_KEY_RE = re.compile(r"^E([1-9][0-9]*)$")
+
+
+class InputError(ValueError):
+    """An input file cannot be used at all (missing, empty, wrong columns)."""
+
+
+# -- readers ------------------------------------------------------------------------------------
+
+
+def _read_csv_strings(spark: SparkSession, path: str, required: tuple[str, ...],
+                      optional: tuple[str, ...] = ()) -> DataFrame:
+    """Read a headered CSV as strings, keeping malformed rows in ``_corrupt_record``.
+
+    The header decides which optional columns exist; a missing required column is an error.
+    """
+    try:
+        header = spark.read.option("header", True).csv(path).columns
+    except Exception as exc:  # Spark raises AnalysisException subclasses for missing paths
+        if "PATH_NOT_FOUND" in str(exc) or "Path does not exist" in str(exc):
+            raise InputError(f"input not found: {path}") from exc
+        raise
+    if not header:
+        raise InputError(f"{path}: empty file, expected a header with columns {', '.join(required)}")
+    header = [c.strip() for c in header]
+    missing = [c for c in required if c not in header]
+    if missing:
+        raise InputError(
+            f"{path}: missing column(s) {', '.join(missing)}; found {', '.join(header)}; "
+            f"expected {', '.join(required + optional)}"
+        )
+    extra = [c for c in header if c not in required + optional]
+    if extra:
+        log.warning("%s: ignoring unknown column(s) %s", path, ", ".join(extra))
+    schema = StructType([StructField(c, StringType(), True) for c in header]
+                        + [StructField(CORRUPT, StringType(), True)])
+    df = (
+        spark.read.schema(schema)
+        .option("header", True)
+        .option("enforceSchema", False)  # every file's header must match, not just the first
+        .option("mode", "PERMISSIVE")
+        .option("columnNameOfCorruptRecord", CORRUPT)
+        .csv(path)
+        .withColumn(SOURCE_FILE, F.col("_metadata.file_path"))
+    )
+    return df.select(*(c for c in header if c in required + optional), CORRUPT, SOURCE_FILE)
+
+
+def read_event_traces(spark: SparkSession, path: str) -> DataFrame:
+    """Raw ``Event_traces.csv`` rows (plain or .gz, file, glob or directory) as strings."""
+    return _read_csv_strings(spark, path, TRACE_REQUIRED, TRACE_OPTIONAL)
+
+
+def read_anomaly_labels(spark: SparkSession, path: str) -> DataFrame:
+    """Raw ``anomaly_label.csv`` rows (BlockId, Label) as strings."""
+    return _read_csv_strings(spark, path, LABEL_COLUMNS)
+
+
+def read_templates(spark: SparkSession, path: str) -> DataFrame:
+    """``HDFS.log_templates.csv`` parsed into ``templates(event_id, event_key, template)``.
+
+    The template file defines the vocabulary, so any bad row is an error, not a reject.
+    """
+    raw = _read_csv_strings(spark, path, TEMPLATE_COLUMNS)
+    return parse_templates(raw, source=path)
+
+
+# -- templates ----------------------------------------------------------------------------------
+
+
+def parse_templates(raw: DataFrame, source: str = "templates") -> DataFrame:
+    """Validate raw ``EventId,EventTemplate`` rows and return the ``templates`` table.
+
+    ``event_id`` is n for key ``En`` (the Loghub numbering used by ``Event_traces.csv``).
+    The table is tiny (tens of rows), so it is validated on the driver.
+    """
+    rows = raw.select(*TEMPLATE_COLUMNS, CORRUPT).collect()
+    out, problems, seen = [], [], set()
+    for i, r in enumerate(rows, start=2):  # line 1 is the header
+        key = (r["EventId"] or "").strip()
+        template = (r["EventTemplate"] or "").strip()
+        m = _EVENT_KEY_RE.match(key)
+        if r[CORRUPT] is not None or not m or not template:
+            problems.append(f"line {i}: {r[CORRUPT] or (key + ',' + template)!r}")
+        elif key in seen:
+            problems.append(f"line {i}: duplicate EventId {key}")
+        else:
+            seen.add(key)
+            out.append((int(m.group(1)), key, template))
+    if problems:
+        raise InputError(f"{source}: bad template rows (EventId must be E<n>, template non-empty): "
+                         + "; ".join(problems[:5]))
+    if not out:
+        raise InputError(f"{source}: no templates")
+    return raw.sparkSession.createDataFrame(sorted(out), TEMPLATES_SCHEMA)
+
+
+def event_key_map(templates: DataFrame) -> dict[str, int]:
+    """``event_key -> event_id`` from the (small) templates table."""
+    return {r["event_key"]: r["event_id"] for r in templates.select("event_key", "event_id").collect()}
+
+
+# -- traces -------------------------------------------------------------------------------------
+
+
+def _list_tokens(col: Column) -> Column:
+    """Tokens of a bracketed list ``"[a, b, c]"`` (brackets and whitespace removed)."""
+    return F.split(F.regexp_replace(F.trim(col), r"[\[\]\s]", ""), ",")
+
+
+def _first_reason(*pairs: tuple[Column, str]) -> Column:
+    """The reason of the first condition that holds (null when none does)."""
+    expr = None
+    for cond, reason in pairs:
+        expr = F.when(cond, F.lit(reason)) if expr is None else expr.when(cond, F.lit(reason))
+    return expr
+
+
+def parse_traces(raw: DataFrame, key_map: dict[str, int]) -> DataFrame:
+    """Parse raw Event_traces rows; every row gets either a ``reason`` (reject) or parsed values.
+
+    Returns the raw columns plus ``block_id, events, intervals, trace_label, trace_type,
+    trace_latency, reason, detail``; rows with a null ``reason`` are accepted.
+    """
+    if not key_map:
+        raise ValueError("key_map is empty: no templates to resolve event keys against")
+    cols = set(raw.columns)
+    mapping = F.create_map(*[x for k, v in sorted(key_map.items()) for x in (F.lit(k), F.lit(v))])
+
+    block_id = F.trim(F.col("BlockId"))
+    features = F.trim(F.col("Features"))
+    keys = _list_tokens(features)
+    features_ok = features.rlike(r"^\[\s*[^\[\],\s]+\s*(,\s*[^\[\],\s]+\s*)*\]$")
+    features_empty = features.rlike(r"^\[\s*\]$")
+
+    df = raw.withColumn("block_id", block_id).withColumn("_keys", keys)
+    df = df.withColumn("events", F.transform("_keys", lambda k: F.try_element_at(mapping, k)))
+    unknown = F.filter("_keys", lambda k: F.try_element_at(mapping, k).isNull())
+    df = df.withColumn("_dup", F.count(F.lit(1)).over(Window.partitionBy("block_id")))
+
+    if "TimeInterval" in cols:
+        ti = F.trim(F.col("TimeInterval"))
+        df = df.withColumn("intervals", F.transform(_list_tokens(ti), lambda x: x.try_cast("double")))
+        ti_ok = ti.rlike(r"^\[\s*[^\[\],\s]+\s*(,\s*[^\[\],\s]+\s*)*\]$")
+        ti_malformed = ti.isNull() | ~ti_ok | F.exists("intervals", lambda v: v.isNull())
+        ti_invalid = F.exists("intervals", lambda v: F.isnan(v) | (v < 0) | (v == float("inf")))
+        ti_mismatch = F.size("intervals") != F.size("events")
+    else:
+        df = df.withColumn("intervals", F.lit(None).cast("array<double>"))
+        ti_malformed = ti_invalid = ti_mismatch = F.lit(False)
+
+    if "Label" in cols:
+        lab = F.lower(F.trim(F.col("Label")))
+        df = df.withColumn("trace_label", F.when(lab == "success", 0).when(lab == "fail", 1))
+        label_bad = F.col("Label").isNotNull() & F.col("trace_label").isNull()
+    else:
+        df = df.withColumn("trace_label", F.lit(None).cast("int"))
+        label_bad = F.lit(False)
+
+    # Parsed columns get names that differ from the raw ones also case-insensitively
+    # (Spark resolves `latency` to `Latency`), so the raw text stays available for rejects.
+    df = df.withColumn("trace_type", F.trim(F.col("Type")) if "Type" in cols else F.lit(None).cast("string"))
+    if "Latency" in cols:
+        df = df.withColumn("trace_latency", F.trim(F.col("Latency")).try_cast("double"))
+        latency_bad = (F.trim(F.col("Latency")) != "") & F.col("trace_latency").isNull()
+    else:
+        df = df.withColumn("trace_latency", F.lit(None).cast("double"))
+        latency_bad = F.lit(False)
+
+    reason = _first_reason(
+        (F.col(CORRUPT).isNotNull(), Reason.MALFORMED_CSV_ROW),
+        (F.col("block_id").isNull() | (F.col("block_id") == ""), Reason.MISSING_BLOCK_ID),
+        (F.col("_dup") > 1, Reason.DUPLICATE_BLOCK_ID),
+        (features.isNull() | features_empty, Reason.EMPTY_SEQUENCE),
+        (~features_ok, Reason.MALFORMED_FEATURES),
+        (F.exists("events", lambda e: e.isNull()), Reason.UNKNOWN_EVENT_KEY),
+        (ti_malformed, Reason.MALFORMED_TIME_INTERVAL),
+        (ti_invalid, Reason.INVALID_TIME_INTERVAL),
+        (ti_mismatch, Reason.LENGTH_MISMATCH),
+        (label_bad, Reason.MALFORMED_LABEL),
+        (latency_bad, Reason.MALFORMED_LATENCY),
+    )
+    detail = (
+        F.when(F.col("reason") == Reason.UNKNOWN_EVENT_KEY, F.array_join(unknown, ","))
+        .when(F.col("reason") == Reason.LENGTH_MISMATCH,
+              F.format_string("%d events, %d intervals", F.size("events"), F.size("intervals")))
+        .when(F.col("reason") == Reason.DUPLICATE_BLOCK_ID,
+              F.format_string("%d rows share this BlockId", F.col("_dup")))
+    )
+    return (df.withColumn("reason", reason).withColumn("detail", detail)
+            .drop("_keys", "_dup"))
+
+
+def _raw_line(df: DataFrame, columns: list[str]) -> Column:
+    """The input row as text: the corrupt record when there is one, else the fields as CSV."""
+    return F.coalesce(F.col(CORRUPT), F.to_csv(F.struct(*[F.col(c) for c in columns])))
+
+
+def trace_rejects(parsed: DataFrame, ingested_at: dt.datetime) -> DataFrame:
+    """``ingest_rejects`` rows for the rejected Event_traces rows of :func:`parse_traces`."""
+    raw_cols = [c for c in parsed.columns if c in TRACE_REQUIRED + TRACE_OPTIONAL]
+    return _rejects(parsed.where(F.col("reason").isNotNull()), SOURCE_EVENT_TRACES, raw_cols, ingested_at)
+
+
+def _rejects(df: DataFrame, source: str, raw_cols: list[str], ingested_at: dt.datetime) -> DataFrame:
+    return df.select(
+        F.lit(source).alias("source"),
+        F.col(SOURCE_FILE).alias("source_file"),
+        F.col("block_id"),
+        _raw_line(df, raw_cols).alias("raw"),
+        F.col("reason"),
+        F.col("detail"),
+        F.lit(ingested_at).cast("timestamp").alias("ingested_at"),
+    ).select(*[F.col(f.name).cast(f.dataType) for f in INGEST_REJECTS_SCHEMA.fields])
+
+
+# -- labels -------------------------------------------------------------------------------------
+
+
+def parse_labels(raw: DataFrame, trace_block_ids: DataFrame) -> DataFrame:
+    """Parse raw anomaly_label rows against the BlockIds present in the trace input.
+
+    ``trace_block_ids`` holds one column ``block_id``: every BlockId of the trace input, accepted
+    or rejected (a label for a block whose trace was rejected is not "unknown"). Returns raw
+    columns plus ``block_id, label_value, reason, detail``.
+    """
+    lab = F.lower(F.trim(F.col("Label")))
+    known = trace_block_ids.select("block_id").distinct().withColumn("_known", F.lit(True))
+    df = (
+        raw.withColumn("block_id", F.trim(F.col("BlockId")))
+        .withColumn("label_value", F.when(lab == "normal", 0).when(lab == "anomaly", 1))
+        .withColumn("_dup", F.count(F.lit(1)).over(Window.partitionBy("block_id")))
+        .join(known, "block_id", "left")
+    )
+    reason = _first_reason(
+        (F.col(CORRUPT).isNotNull(), Reason.MALFORMED_CSV_ROW),
+        (F.col("block_id").isNull() | (F.col("block_id") == ""), Reason.MISSING_BLOCK_ID),
+        (F.col("label_value").isNull(), Reason.MALFORMED_LABEL),
+        (F.col("_dup") > 1, Reason.DUPLICATE_LABEL),
+        (F.col("_known").isNull(), Reason.LABEL_UNKNOWN_BLOCK),
+    )
+    detail = F.when(F.col("reason") == Reason.DUPLICATE_LABEL,
+                    F.format_string("%d label rows for this BlockId", F.col("_dup")))
+    return df.withColumn("reason", reason).withColumn("detail", detail).drop("_dup", "_known")
+
+
+def label_rejects(parsed: DataFrame, ingested_at: dt.datetime) -> DataFrame:
+    """``ingest_rejects`` rows for the rejected label rows of :func:`parse_labels`."""
+    return _rejects(parsed.where(F.col("reason").isNotNull()), SOURCE_ANOMALY_LABELS,
+                    list(LABEL_COLUMNS), ingested_at)
+
+
+# -- traces table -------------------------------------------------------------------------------
+
+
+def build_traces(parsed_traces: DataFrame, parsed_labels: DataFrame | None) -> DataFrame:
+    """Accepted traces joined with accepted labels; ``label`` is 0/1, or null when unlabelled.
+
+    The anomaly_label file wins; without a label row, the Event_traces ``Label`` column
+    (Success=0/Fail=1) is used when present. The ``split`` column is added by
+    :func:`deeplog_spark.split.assign_split`.
+    """
+    traces = parsed_traces.where(F.col("reason").isNull())
+    if parsed_labels is not None:
+        labels = parsed_labels.where(F.col("reason").isNull()).select("block_id", "label_value")
+        traces = traces.join(labels, "block_id", "left")
+    else:
+        traces = traces.withColumn("label_value", F.lit(None).cast("int"))
+    return traces.select(
+        "block_id",
+        "events",
+        "intervals",
+        F.coalesce("label_value", "trace_label").cast("int").alias("label"),
+        F.size("events").cast("int").alias("event_count"),
+        F.col("trace_type").alias("type"),
+        F.col("trace_latency").alias("latency"),
+        F.col(SOURCE_FILE).alias("source_file"),
+    )
+
+
+@dataclass
+class IngestResult:
+    """DataFrames produced by :func:`ingest` (not yet written)."""
+
+    templates: DataFrame
+    traces: DataFrame  # without split
+    rejects: DataFrame
+    parsed_traces: DataFrame
+    parsed_labels: DataFrame | None
+
+
+def ingest(raw_traces: DataFrame, templates: DataFrame, raw_labels: DataFrame | None,
+           ingested_at: dt.datetime) -> IngestResult:
+    """Parse traces and labels into accepted traces plus one rejects DataFrame."""
+    parsed = parse_traces(raw_traces, event_key_map(templates))
+    parsed_labels = None
+    rejects = trace_rejects(parsed, ingested_at)
+    if raw_labels is not None:
+        parsed_labels = parse_labels(raw_labels, parsed.select("block_id"))
+        rejects = rejects.unionByName(label_rejects(parsed_labels, ingested_at))
+    return IngestResult(templates, build_traces(parsed, parsed_labels), rejects, parsed, parsed_labels)

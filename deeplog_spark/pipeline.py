@@ -1,0 +1,115 @@
+"""Stage runners: read inputs, call the pure transforms, write Delta tables, log counts.
+
+Jobs in ``jobs/`` are thin wrappers around these; tests and notebooks call them directly.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+from pyspark import StorageLevel
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from deeplog_spark import schemas
+from deeplog_spark.config import Config
+from deeplog_spark.ingest import ingest, read_anomaly_labels, read_event_traces, read_templates
+from deeplog_spark.logs import stage
+from deeplog_spark.split import assign_split
+from deeplog_spark.tables import read_table, table_version, write_table
+from deeplog_spark.windows import sliding_windows
+
+log = logging.getLogger(__name__)
+
+
+class ConservationError(RuntimeError):
+    """Input rows != accepted + rejected: a bug, never an input problem."""
+
+
+def run_ingest(spark: SparkSession, cfg: Config, ingested_at: dt.datetime | None = None) -> dict:
+    """Ingest Event_traces + labels + templates into the templates, traces and rejects tables.
+
+    Returns the row counts it logged.
+    """
+    ingested_at = ingested_at or dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    with stage("ingest") as st:
+        templates = read_templates(spark, cfg.templates)
+        raw_traces = read_event_traces(spark, cfg.event_traces)
+        raw_labels = read_anomaly_labels(spark, cfg.anomaly_labels) if cfg.anomaly_labels else None
+        res = ingest(raw_traces, templates, raw_labels, ingested_at)
+        # traces, rejects and label matching all derive from these: parse each input once
+        res.parsed_traces.persist(StorageLevel.MEMORY_AND_DISK)
+        if res.parsed_labels is not None:
+            res.parsed_labels.persist(StorageLevel.MEMORY_AND_DISK)
+        try:
+            traces = assign_split(res.traces, cfg.seed, cfg.train_ratio, cfg.val_ratio)
+            write_table(templates, cfg.table_path(schemas.TEMPLATES))
+            write_table(traces, cfg.table_path(schemas.TRACES))
+            write_table(res.rejects, cfg.table_path(schemas.INGEST_REJECTS))
+            counts = _ingest_counts(spark, cfg, res)
+        finally:
+            res.parsed_traces.unpersist()
+            if res.parsed_labels is not None:
+                res.parsed_labels.unpersist()
+        st.update(counts)
+    return counts
+
+
+def _ingest_counts(spark: SparkSession, cfg: Config, res) -> dict:
+    by_reason = {
+        (r["source"], r["reason"]): r["n"]
+        for r in read_table(spark, cfg.table_path(schemas.INGEST_REJECTS))
+        .groupBy("source", "reason").agg(F.count(F.lit(1)).alias("n")).collect()
+    }
+    traces = read_table(spark, cfg.table_path(schemas.TRACES))
+    agg = traces.agg(
+        F.count(F.lit(1)).alias("traces"),
+        F.sum(F.when(F.col("label") == 1, 1).otherwise(0)).alias("anomalies"),
+        F.sum(F.when(F.col("label").isNull(), 1).otherwise(0)).alias("unlabelled"),
+        F.sum("event_count").alias("events"),
+    ).first().asDict()
+    splits = {r["split"]: r["n"] for r in traces.groupBy("split").agg(F.count(F.lit(1)).alias("n")).collect()}
+    trace_rows = res.parsed_traces.count()
+    trace_rejected = sum(n for (src, _), n in by_reason.items() if src == schemas.SOURCE_EVENT_TRACES)
+    counts = {
+        "trace_rows": trace_rows,
+        "traces": agg["traces"],
+        "trace_rejects": trace_rejected,
+        "anomalies": agg["anomalies"] or 0,
+        "unlabelled": agg["unlabelled"] or 0,
+        "events": agg["events"] or 0,
+        "anomaly_ratio": round((agg["anomalies"] or 0) / max(agg["traces"], 1), 4),
+        "splits": splits,
+        "rejects_by_reason": {f"{s}:{r}": n for (s, r), n in sorted(by_reason.items())},
+    }
+    if trace_rows != agg["traces"] + trace_rejected:
+        raise ConservationError(f"trace rows {trace_rows} != accepted {agg['traces']} + rejected {trace_rejected}")
+    if res.parsed_labels is not None:
+        label_rows = res.parsed_labels.count()
+        label_ok = res.parsed_labels.where(F.col("reason").isNull()).count()
+        label_rejected = sum(n for (src, _), n in by_reason.items() if src == schemas.SOURCE_ANOMALY_LABELS)
+        counts.update(label_rows=label_rows, labels=label_ok, label_rejects=label_rejected)
+        if label_rows != label_ok + label_rejected:
+            raise ConservationError(f"label rows {label_rows} != matched {label_ok} + rejected {label_rejected}")
+    return counts
+
+
+def run_windows(spark: SparkSession, cfg: Config) -> dict:
+    """Explode the traces table into the windows table (replacing it). Returns its counts."""
+    with stage("windows") as st:
+        traces_path = cfg.table_path(schemas.TRACES)
+        traces = read_table(spark, traces_path)
+        windows = sliding_windows(traces, cfg.h)
+        path = cfg.table_path(schemas.WINDOWS)
+        write_table(windows, path, partition_by=["split"])
+        written = read_table(spark, path)
+        splits = {r["split"]: r["n"] for r in written.groupBy("split").agg(F.count(F.lit(1)).alias("n")).collect()}
+        st.update(h=cfg.h, traces_version=table_version(spark, traces_path),
+                  windows=sum(splits.values()), splits=splits)
+    return dict(st)
+
+
+def run_pipeline(spark: SparkSession, cfg: Config) -> dict:
+    """The main job: ingest -> split -> windows. Returns each stage's counts."""
+    return {"ingest": run_ingest(spark, cfg), "windows": run_windows(spark, cfg)}

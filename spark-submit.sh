@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Run a deeplog-spark job with spark-submit, the way a cluster user would.
+#
+#   ./spark-submit.sh <job> [--config PATH] [--KEY VALUE ...]      jobs: see jobs/*.py
+#
+# Environment:
+#   SPARK_MASTER          --master (default local[*]); e.g. spark://127.0.0.1:7077, local-cluster[2,1,1024]
+#   SPARK_DRIVER_MEMORY   --driver-memory (default 4g)
+#   DEEPLOG_SUBMIT_OPTS   extra spark-submit options, e.g. "--conf spark.executor.memory=4g"
+#   DEEPLOG_CONFIG        config file (default conf/deeplog.toml of this checkout; --config wins)
+#   PYTHON                interpreter with the requirements installed (default .venv/bin/python)
+#
+# The Delta jar (matching the installed delta-spark and pyspark) comes from Maven Central via
+# --packages and is cached in the Ivy cache; the library ships to executors as a --py-files zip.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+
+if [ $# -lt 1 ]; then
+  echo "usage: $0 <job> [--KEY VALUE ...]; jobs: $(cd "$here/jobs" && ls *.py | sed 's/\.py$//' | tr '\n' ' ')" >&2
+  exit 2
+fi
+job="$1"; shift
+script="$here/jobs/$job.py"
+if [ ! -f "$script" ]; then
+  echo "error: unknown job '$job'; jobs: $(cd "$here/jobs" && ls *.py | sed 's/\.py$//' | tr '\n' ' ')" >&2
+  exit 2
+fi
+
+PY="${PYTHON:-}"
+if [ -z "$PY" ]; then
+  if [ -x "$here/.venv/bin/python" ]; then PY="$here/.venv/bin/python"; else PY="$(command -v python3)"; fi
+fi
+bindir="$(dirname "$PY")"
+if [ -x "$bindir/spark-submit" ]; then submit="$bindir/spark-submit"; else submit="$(command -v spark-submit)"; fi
+
+# Ship the library as a zip (rebuilt each run so it always matches the working tree).
+mkdir -p "$here/build"
+"$PY" - "$here" <<'PYEOF'
+import pathlib, sys, zipfile
+root = pathlib.Path(sys.argv[1])
+with zipfile.ZipFile(root / "build" / "deeplog_spark.zip", "w", zipfile.ZIP_DEFLATED) as zf:
+    for f in sorted((root / "deeplog_spark").rglob("*.py")):
+        zf.write(f, f.relative_to(root))
+PYEOF
+
+delta_pkg="$(cd "$here" && "$PY" -c 'from deeplog_spark.session import delta_package; print(delta_package())')"
+# the library runs from a zip under spark-submit, so point it at this checkout's config
+export DEEPLOG_CONFIG="${DEEPLOG_CONFIG:-$here/conf/deeplog.toml}"
+export PYSPARK_PYTHON="${PYSPARK_PYTHON:-$PY}"
+export PYSPARK_DRIVER_PYTHON="${PYSPARK_DRIVER_PYTHON:-$PY}"
+
+# shellcheck disable=SC2086
+exec "$submit" \
+  --master "${SPARK_MASTER:-local[*]}" \
+  --driver-memory "${SPARK_DRIVER_MEMORY:-4g}" \
+  --driver-java-options "-Dlog4j2.configurationFile=file:$here/conf/log4j2.properties" \
+  --packages "$delta_pkg" \
+  --conf spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension \
+  --conf spark.sql.catalog.spark_catalog=org.apache.spark.sql.delta.catalog.DeltaCatalog \
+  --py-files "$here/build/deeplog_spark.zip" \
+  ${DEEPLOG_SUBMIT_OPTS:-} \
+  "$script" "$@"

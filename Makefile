@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: run test venv clean-tables
+.PHONY: run test venv train train-key train-value clean-tables clean-models
 
 $(VENV)/.installed: requirements.txt requirements-petastorm.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,18 @@ run: $(VENV)/.installed
 ## test: the test suite (what .ci/run runs)
 test: $(VENV)/.installed
 	$(PY) -m pytest -q tests $(PYTEST_ARGS)
+
+## train / train-key / train-value: train on the windows table (after `make run` or the windows job)
+train: $(VENV)/.installed
+	./spark-submit.sh train --task both $(ARGS)
+train-key: $(VENV)/.installed
+	./spark-submit.sh train --task key $(ARGS)
+train-value: $(VENV)/.installed
+	./spark-submit.sh train --task value $(ARGS)
+
+## clean-models: remove model runs and the Petastorm cache (artifacts/), never the Delta tables
+clean-models:
+	rm -rf artifacts
 
 ## clean-tables: remove the Delta tables written by `make run` (warehouse/)
 clean-tables:

@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 from pyspark.sql import SparkSession
 
 from deeplog_spark import config as config_mod
-from deeplog_spark.config import Config, ConfigError, parse_overrides
+from deeplog_spark.config import Config, ConfigError, parse_overrides, pop_option
 from deeplog_spark.ingest import InputError
 from deeplog_spark.logs import setup_logging
 from deeplog_spark.session import build_spark
@@ -41,19 +41,10 @@ def parse_job_args(argv: Sequence[str], prog: str, description: str) -> Config:
     if "--help" in args or "-h" in args:
         print(usage(prog, description))
         raise SystemExit(0)
-    path = None
-    for i, arg in enumerate(args):
-        if arg == "--config" or arg.startswith("--config="):
-            if arg == "--config":
-                if i + 1 >= len(args):
-                    raise ConfigError("option --config needs a value")
-                path = args[i + 1]
-                del args[i:i + 2]
-            else:
-                path = arg.split("=", 1)[1]
-                del args[i]
-            break
-    return Config.load(path, parse_overrides(args))
+    args, path = pop_option(args, "config", "")
+    if "--config" in args:
+        raise ConfigError("option --config needs a value")
+    return Config.load(path or None, parse_overrides(args))
 
 
 def run_job(prog: str, description: str, fn: Callable[[SparkSession, Config], dict],

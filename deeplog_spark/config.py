@@ -64,9 +64,16 @@ class Config:
     lr: float = _field("train", "Adam learning rate")
     epochs: int = _field("train", "maximum epochs")
     patience: int = _field("train", "early-stopping patience (epochs)")
+    distinct_windows: bool = _field("train", "train on distinct (window, next) pairs weighted by count")
+    num_processes: int = _field("train", "TorchDistributor processes (ranks)")
+    local_mode: bool = _field("train", "TorchDistributor local_mode (ranks on the driver)")
+    use_gpu: bool = _field("train", "train on GPUs (nccl) instead of CPU (gloo)")
+    loader_workers: int = _field("train", "Petastorm reader threads per rank")
     # [detect]
     top_g: int = _field("detect", "key model: anomaly if next event not in top g")
     k_sigma: float = _field("detect", "value model: anomaly if error > mu + k*sigma")
+    detect_batch_size: int = _field("detect", "windows per model call in the scoring pandas_udf")
+    distinct_scoring: bool = _field("detect", "score each distinct window once and join back")
     # [spark]
     master: str = _field("spark", "Spark master for plain-python runs")
     shuffle_partitions: int = _field("spark", "spark.sql.shuffle.partitions")
@@ -161,7 +168,7 @@ def _fields() -> dict[str, dataclasses.Field]:
 
 def _types() -> dict[str, type]:
     # Annotations are strings under `from __future__ import annotations`.
-    return {name: {"int": int, "float": float, "str": str}[f.type] for name, f in _fields().items()}
+    return {name: {"int": int, "float": float, "str": str, "bool": bool}[f.type] for name, f in _fields().items()}
 
 
 def sections() -> dict[str, list[str]]:
@@ -198,6 +205,12 @@ def _coerce(key: str, raw: Any) -> Any:
     if key not in types:
         raise ConfigError(f"unknown config key: {key}")
     want = types[key]
+    if want is bool:
+        if isinstance(raw, bool):
+            return raw
+        if isinstance(raw, str) and raw.strip().lower() in _BOOLS:
+            return _BOOLS[raw.strip().lower()]
+        raise ConfigError(f"config key {key}: expected true or false, got {raw!r}")
     if isinstance(raw, bool):
         raise ConfigError(f"config key {key}: expected {want.__name__}, got a boolean")
     if isinstance(raw, want):
@@ -212,6 +225,9 @@ def _coerce(key: str, raw: Any) -> Any:
     raise ConfigError(f"config key {key}: expected {want.__name__}, got {raw!r}")
 
 
+_BOOLS = {"true": True, "false": False, "1": True, "0": False, "yes": True, "no": False}
+
+
 def _check(ok: bool, key: str, value: Any, rule: str) -> None:
     if not ok:
         raise ConfigError(f"config key {key}={value!r} is out of range: {rule}")
@@ -221,12 +237,12 @@ def _validate(cfg: Config) -> None:
     types = _types()
     for key, want in types.items():
         value = getattr(cfg, key)
-        if not isinstance(value, want) or isinstance(value, bool):
+        if not isinstance(value, want) or (want is not bool and isinstance(value, bool)):
             raise ConfigError(f"config key {key}: expected {want.__name__}, got {value!r}")
         if want is float:
             _check(math.isfinite(value), key, value, "must be a finite number")
     for key in ("h", "embed_dim", "key_hidden", "key_layers", "value_hidden", "value_layers",
-                "batch_size", "epochs", "top_g", "shuffle_partitions"):
+                "batch_size", "epochs", "top_g", "shuffle_partitions", "num_processes", "loader_workers", "detect_batch_size"):
         _check(getattr(cfg, key) >= 1, key, getattr(cfg, key), "must be >= 1")
     _check(cfg.patience >= 0, "patience", cfg.patience, "must be >= 0")
     _check(cfg.lr > 0, "lr", cfg.lr, "must be > 0")
@@ -267,3 +283,18 @@ def parse_overrides(argv: Sequence[str]) -> dict[str, str]:
                 raise ConfigError(f"option --{key} needs a value") from None
         out[key] = value
     return out
+
+
+def pop_option(argv: Sequence[str], name: str, default: str) -> tuple[list[str], str]:
+    """Remove a job-specific ``--name value`` (not a config key) from ``argv``; return (rest, value)."""
+    args, value = list(argv), default
+    for i, arg in enumerate(args):
+        if arg == f"--{name}" and i + 1 < len(args):
+            value = args[i + 1]
+            del args[i:i + 2]
+            break
+        if arg.startswith(f"--{name}="):
+            value = arg.split("=", 1)[1]
+            del args[i]
+            break
+    return args, value

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+import warnings
 from typing import Iterator
 
 log = logging.getLogger("deeplog_spark")
@@ -14,6 +15,11 @@ def setup_logging(level: int = logging.INFO) -> None:
     """Log to stderr with timestamps; quiet py4j's chatter."""
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("py4j").setLevel(logging.WARNING)
+    # petastorm 0.13 runs on pyarrow's legacy dataset API (hence the pyarrow<=14 pin); its
+    # deprecation warnings and per-reader INFO lines are noise, not something a user can act on.
+    logging.getLogger("petastorm").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"petastorm(\..*)?")
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"pyarrow(\..*)?")
 
 
 @contextlib.contextmanager

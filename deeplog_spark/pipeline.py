@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from pathlib import Path
 
 from pyspark import StorageLevel
 from pyspark.sql import SparkSession
@@ -111,5 +112,20 @@ def run_windows(spark: SparkSession, cfg: Config) -> dict:
 
 
 def run_pipeline(spark: SparkSession, cfg: Config) -> dict:
-    """The main job: ingest -> split -> windows. Returns each stage's counts."""
-    return {"ingest": run_ingest(spark, cfg), "windows": run_windows(spark, cfg)}
+    """The main job: ingest -> windows -> train -> detect -> evaluate. Returns each stage's summary.
+
+    The test-split metrics table (Markdown) is under ``summary["test_metrics_table"]``.
+    """
+    from deeplog_spark.detection import run_detect
+    from deeplog_spark.evaluation import run_evaluate, test_table
+    from deeplog_spark.training import run_train
+
+    out = {"ingest": run_ingest(spark, cfg), "windows": run_windows(spark, cfg)}
+    out["train"] = run_train(spark, cfg, "both")
+    run_id = out["train"]["run_id"]
+    out["detect"] = run_detect(spark, cfg, run_id)
+    evaluation = run_evaluate(spark, cfg, run_id)
+    out["evaluate"] = {"chosen_on_val": evaluation["chosen_on_val"], "ms_per_window": evaluation["ms_per_window"],
+                       "reports": str(Path(out["train"]["run_dir"]) / "eval")}
+    out["test_metrics_table"] = test_table(evaluation)
+    return out

@@ -7,6 +7,7 @@ from pyspark.sql.types import (
     DoubleType,
     FloatType,
     IntegerType,
+    LongType,
     StringType,
     StructField,
     StructType,
@@ -18,6 +19,9 @@ TEMPLATES = "templates"
 TRACES = "traces"
 INGEST_REJECTS = "ingest_rejects"
 WINDOWS = "windows"
+PREDICTIONS = "predictions"
+VERDICTS = "verdicts"
+METRICS = "metrics"
 
 #: Event id used to left-pad windows of sessions shorter than h+1; real event ids start at 1.
 PADDING_ID = 0
@@ -67,6 +71,17 @@ WINDOWS_SCHEMA = StructType(
         StructField("window_intervals", ArrayType(FloatType()), True),
         StructField("next_interval", FloatType(), True),
     ]
+)
+
+
+METRICS_SCHEMA = StructType(
+    [StructField("run_id", StringType(), False), StructField("g", IntegerType(), False),
+     StructField("k", DoubleType(), False), StructField("split", StringType(), False),
+     StructField("threshold_source", StringType(), False), StructField("detector", StringType(), False),
+     StructField("sessions", LongType(), False)]
+    + [StructField(c, LongType(), False) for c in ("tp", "fp", "tn", "fn")]
+    + [StructField(c, DoubleType(), False) for c in ("precision", "recall", "f1", "accuracy", "balanced_accuracy", "mcc")]
+    + [StructField("auroc", DoubleType(), True), StructField("evaluated_at", TimestampType(), False)]
 )
 
 

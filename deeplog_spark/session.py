@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from typing import Mapping
 
 from pyspark.sql import SparkSession
@@ -75,6 +76,9 @@ def build_spark(
         builder = builder.master(master or cfg.master)
         conf["spark.jars.packages"] = delta_package()
         conf["spark.driver.memory"] = cfg.driver_memory
+        # Python workers must see the same packages (pandas, torch) as this driver; PySpark
+        # reads the worker interpreter from this variable when the context starts.
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     conf.update(extra_conf or {})
     for key, value in conf.items():
         builder = builder.config(key, value)

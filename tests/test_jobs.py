@@ -42,7 +42,8 @@ def test_unknown_job_is_refused():
 
 def test_spark_submit_pipeline_end_to_end(tmp_path):
     """The README's main command, through spark-submit with --packages and --py-files."""
-    res = _run(["./spark-submit.sh", "pipeline", "--tables_root", str(tmp_path / "wh")],
+    res = _run(["./spark-submit.sh", "pipeline", "--tables_root", str(tmp_path / "wh"),
+                "--artifacts_root", str(tmp_path / "art"), "--epochs", "3"],
                env_extra={"SPARK_MASTER": "local[2]"})
     assert res.returncode == 0, res.stderr[-3000:]
     # spark-submit's PythonRunner merges the driver's stderr (our logs) into stdout
@@ -51,7 +52,9 @@ def test_spark_submit_pipeline_end_to_end(tmp_path):
     assert summary["windows"]["windows"] == sum(summary["windows"]["splits"].values()) > 3000
     assert (tmp_path / "wh" / "windows" / "_delta_log").is_dir()
     out = res.stdout + res.stderr
-    assert "stage ingest: done" in out and "stage windows: done" in out
+    assert "stage ingest: done" in out and "stage windows: done" in out and "stage train: done" in out
+    key = summary["train"]["tasks"]["key"]
+    assert os.path.isfile(key["checkpoint"]) and key["val_top_g_recall"] > 0.9
 
 
 def test_missing_input_file_exits_2_with_one_line(tmp_path):

@@ -28,9 +28,9 @@ def built_tables(spark, tmp_path_factory):
     shutil.copy(SAMPLE / "Event_traces.csv.gz", inputs / "part1.csv.gz")
     (inputs / "part2.csv").write_text('BlockId,Features\nblk_extra,"[E5,E77]"\n')
     root = tmp / "warehouse"
-    cfg = Config.load(overrides={"tables_root": str(root), "shuffle_partitions": 2,
-                                 "event_traces": str(inputs)})
-    counts = run_pipeline(spark, cfg)["ingest"]
+    cfg = Config.load(overrides={"tables_root": str(root), "shuffle_partitions": 2, "epochs": 2,
+                                 "artifacts_root": str(tmp / "artifacts"), "event_traces": str(inputs)})
+    counts = run_pipeline(spark, cfg)["ingest"]  # every table the README queries
     assert (counts["trace_rows"], counts["traces"], counts["trace_rejects"]) == (3001, 3000, 1)
     return root
 
@@ -43,7 +43,9 @@ def test_readme_sql_runs(spark, built_tables, sql):
 
 
 def test_readme_split_sql_equals_the_split_column(spark, built_tables):
-    query = SQL_BLOCKS[0].replace("delta.`warehouse/", f"delta.`{built_tables}/")
+    split_sql = [b for b in SQL_BLOCKS if "xxhash64" in b]
+    assert len(split_sql) == 1
+    query = split_sql[0].replace("delta.`warehouse/", f"delta.`{built_tables}/")
     from_sql = spark.sql(query)
     stored = spark.read.format("delta").load(str(built_tables / "traces")).select("block_id", "split")
     assert from_sql.count() == 3000

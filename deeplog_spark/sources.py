@@ -1,0 +1,93 @@
+"""Batch sources for :func:`deeplog_spark.trainer.fit` (no Spark import).
+
+``ArraySource`` serves NumPy arrays (the Spark-free path and tests); ``PetastormSource`` serves a
+Petastorm converter's Parquet cache through ``make_torch_dataloader``, sharded by rank.
+Both give every rank the same number of training steps per epoch, which DDP needs.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+from deeplog_spark.trainer import Batch
+
+
+class ArraySource:
+    """Shuffled mini-batches of in-memory arrays, sharded across ``world`` ranks."""
+
+    def __init__(self, window: np.ndarray, target: np.ndarray, weight: np.ndarray | None = None,
+                 batch_size: int = 128, seed: int = 1337, rank: int = 0, world: int = 1):
+        if len(window) != len(target):
+            raise ValueError(f"window ({len(window)}) and target ({len(target)}) lengths differ")
+        self.window = torch.as_tensor(np.asarray(window))
+        self.target = torch.as_tensor(np.asarray(target))
+        w = np.ones(len(target), dtype=np.float32) if weight is None else np.asarray(weight, dtype=np.float32)
+        self.weight = torch.as_tensor(w)
+        self.batch_size, self.seed, self.rank, self.world = batch_size, seed, rank, world
+
+    def __len__(self) -> int:
+        return len(self.target)
+
+    def _batches(self, idx: torch.Tensor) -> Iterator[Batch]:
+        for s in range(0, len(idx), self.batch_size):
+            i = idx[s:s + self.batch_size]
+            yield {"window": self.window[i], "target": self.target[i], "weight": self.weight[i]}
+
+    def epoch(self, epoch: int) -> Iterator[Batch]:
+        g = torch.Generator().manual_seed(self.seed + epoch)
+        perm = torch.randperm(len(self), generator=g)
+        per_rank = len(self) // self.world  # equal shards: DDP ranks must take the same steps
+        if per_rank == 0:
+            raise ValueError(f"{len(self)} training rows cannot be shared by {self.world} ranks")
+        return self._batches(perm[self.rank * per_rank:(self.rank + 1) * per_rank])
+
+    def full(self) -> Iterator[Batch]:
+        return self._batches(torch.arange(self.rank, len(self), self.world))
+
+
+class PetastormSource:
+    """Batches from a Petastorm Spark converter, this rank's shard of the row groups.
+
+    Training reads an endless loader and cuts it into ``steps_per_epoch`` steps (the same on
+    every rank); ``full()`` reads this rank's shard once, for validation and statistics.
+    """
+
+    def __init__(self, converter: Any, batch_size: int, rank: int = 0, world: int = 1,
+                 seed: int = 1337, workers: int = 2):
+        self.converter, self.batch_size, self.rank, self.world = converter, batch_size, rank, world
+        self.seed, self.workers = seed, workers
+        self.steps_per_epoch = max(1, math.ceil(len(converter) / (batch_size * world)))
+        self._ctx = None
+        self._it: Iterator | None = None
+
+    def _loader(self, num_epochs: int | None, shuffle: bool):
+        return self.converter.make_torch_dataloader(
+            batch_size=self.batch_size,
+            num_epochs=num_epochs,
+            cur_shard=self.rank if self.world > 1 else None,
+            shard_count=self.world if self.world > 1 else None,
+            shuffling_queue_capacity=4 * self.batch_size if shuffle else 0,
+            workers_count=self.workers,
+            seed=self.seed,
+            shuffle_row_groups=shuffle,
+        )
+
+    def epoch(self, epoch: int) -> Iterator[Batch]:
+        if self._it is None:
+            self._ctx = self._loader(num_epochs=None, shuffle=True)
+            self._it = iter(self._ctx.__enter__())
+        for _ in range(self.steps_per_epoch):
+            yield next(self._it)
+
+    def full(self) -> Iterator[Batch]:
+        with self._loader(num_epochs=1, shuffle=False) as loader:
+            yield from loader
+
+    def close(self) -> None:
+        if self._ctx is not None:
+            self._ctx.__exit__(None, None, None)
+            self._ctx, self._it = None, None

@@ -7,7 +7,6 @@ import sys
 
 import numpy as np
 import pytest
-from pyspark.sql import functions as F
 
 from deeplog_spark import schemas
 from deeplog_spark.ingest import InputError

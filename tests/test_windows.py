@@ -4,7 +4,6 @@ import gzip
 import csv
 
 import pytest
-from pyspark.sql import Row
 
 from deeplog_spark.schemas import WINDOWS_SCHEMA
 from deeplog_spark.windows import sliding_windows

@@ -95,6 +95,7 @@ def _converter(spark: SparkSession, df: DataFrame, partitions: int):
 def _distribute(spark: SparkSession, cfg: Config, spec: dict, train_df: DataFrame, val_df: DataFrame | None) -> dict:
     from pyspark.ml.torch.distributor import TorchDistributor
 
+    Path(spec["result_path"]).unlink(missing_ok=True)  # never read a crashed attempt's result
     parts = max(2 * cfg.num_processes, 2)
     train_conv = _converter(spark, train_df, parts)
     val_conv = _converter(spark, val_df, parts) if val_df is not None else None

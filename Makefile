@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: run test venv train train-key train-value clean-tables clean-models
+.PHONY: run test venv train train-key train-value detect evaluate full-pipeline clean-tables clean-models
 
 $(VENV)/.installed: requirements.txt requirements-petastorm.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,15 @@ train-key: $(VENV)/.installed
 	./spark-submit.sh train --task key $(ARGS)
 train-value: $(VENV)/.installed
 	./spark-submit.sh train --task value $(ARGS)
+
+## detect / evaluate: score the windows with the latest run, then its metrics (ARGS="--model RUN_ID --top_g 5")
+detect: $(VENV)/.installed
+	./spark-submit.sh detect $(ARGS)
+evaluate: $(VENV)/.installed
+	./spark-submit.sh evaluate $(ARGS)
+
+## full-pipeline: ingest -> windows -> train -> detect -> evaluate (the same job as `make run`)
+full-pipeline: run
 
 ## clean-models: remove model runs and the Petastorm cache (artifacts/), never the Delta tables
 clean-models:

@@ -17,7 +17,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from deeplog_spark import schemas
-from deeplog_spark.artifacts import write_json
+from deeplog_spark.artifacts import read_json, write_json
 from deeplog_spark.config import Config
 from deeplog_spark.detection import ModelBundle
 from deeplog_spark.ingest import InputError
@@ -175,9 +175,7 @@ def run_evaluate(spark: SparkSession, cfg: Config, model: str | None = None) -> 
         stats_path = bundle.dir / "detection" / f"detection_stats_g{cfg.top_g}_k{cfg.k_sigma}.json"
         latency_ms = None
         if stats_path.is_file():
-            import json
-
-            ds = json.loads(stats_path.read_text())
+            ds = read_json(stats_path)
             latency_ms = 1000.0 * ds["scoring_seconds"] / max(ds["windows"], 1)
         summary = {"run_id": bundle.run_id, "chosen_on_val": chosen, "default": {"g": cfg.top_g, "k": cfg.k_sigma},
                    "ms_per_window": latency_ms,

@@ -320,7 +320,6 @@ def build_traces(parsed_traces: DataFrame, parsed_labels: DataFrame | None) -> D
 class IngestResult:
     """DataFrames produced by :func:`ingest` (not yet written)."""
 
-    templates: DataFrame
     traces: DataFrame  # without split
     rejects: DataFrame
     parsed_traces: DataFrame
@@ -336,4 +335,4 @@ def ingest(raw_traces: DataFrame, templates: DataFrame, raw_labels: DataFrame | 
     if raw_labels is not None:
         parsed_labels = parse_labels(raw_labels, parsed.select("block_id"))
         rejects = rejects.unionByName(label_rejects(parsed_labels, ingested_at))
-    return IngestResult(templates, build_traces(parsed, parsed_labels), rejects, parsed, parsed_labels)
+    return IngestResult(build_traces(parsed, parsed_labels), rejects, parsed, parsed_labels)

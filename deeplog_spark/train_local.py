@@ -117,14 +117,10 @@ def prepare(windows, split: str, task: str, h: int, distinct: bool, norm: tuple[
     return x, y, w
 
 
-def interval_norm(windows) -> tuple[float, float]:
+def interval_norm(windows, h: int) -> tuple[float, float]:
     """Mean and std of next_interval over train-normal windows (as the Spark job fits them)."""
-    import pyarrow.compute as pc
-
-    label = pc.fill_null(windows.column("label"), 0)
-    mask = pc.and_(pc.and_(pc.equal(windows.column("split"), "train"), pc.equal(label, 0)),
-                   pc.is_valid(windows.column("next_interval")))
-    y = windows.filter(mask).column("next_interval").to_numpy(zero_copy_only=False).astype(np.float64)
+    _, y, _ = prepare(windows, "train", "value", h, distinct=False)
+    y = y.astype(np.float64)
     if len(y) == 0:
         raise ValueError("no train-normal windows with time intervals")
     std = float(y.std())
@@ -170,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     cols = ["split", "label", "window", "next_event", "window_intervals", "next_interval"]
     windows = read_delta(root / "windows", cols)
     vocab_size = int(max(read_delta(root / "templates", ["event_id"]).column("event_id").to_pylist()))
-    norm = interval_norm(windows) if task == "value" else None
+    norm = interval_norm(windows, cfg.h) if task == "value" else None
     xt, yt, wt = prepare(windows, "train", task, cfg.h, cfg.distinct_windows, norm)
     xv, yv, wv = prepare(windows, "val", task, cfg.h, cfg.distinct_windows, norm)
     if rank == 0:

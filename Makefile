@@ -4,7 +4,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: run test venv train train-key train-value detect evaluate full-pipeline clean-tables clean-models
+.PHONY: run test venv ingest windows train train-key train-value detect evaluate visualize finetune full-pipeline \
+        clean-tables clean-models
 
 $(VENV)/.installed: requirements.txt requirements-petastorm.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,35 +18,42 @@ $(VENV)/.installed: requirements.txt requirements-petastorm.txt pyproject.toml
 
 venv: $(VENV)/.installed
 
-## run: the main pipeline on the embedded sample, through spark-submit
+## run: the main job on the embedded sample (the full pipeline), through spark-submit
 run: $(VENV)/.installed
-	./spark-submit.sh pipeline $(ARGS)
+	./spark-submit.sh --task full-pipeline $(ARGS)
 
 ## test: the test suite (what .ci/run runs)
 test: $(VENV)/.installed
 	$(PY) -m pytest -q tests $(PYTEST_ARGS)
 
-## train / train-key / train-value: train on the windows table (after `make run` or the windows job)
+## Tasks of the task CLI (`./spark-submit.sh --help`); extra flags go in ARGS, e.g.
+##   make train-key ARGS="--epochs 30 --lr 0.001 --batch_size 256"
+##   make detect ARGS="--model RUN_ID --k_sigma 2.5"
+ingest: $(VENV)/.installed
+	./spark-submit.sh --task ingest $(ARGS)
+windows: $(VENV)/.installed
+	./spark-submit.sh --task windows $(ARGS)
 train: $(VENV)/.installed
-	./spark-submit.sh train --task both $(ARGS)
+	./spark-submit.sh --task both $(ARGS)
 train-key: $(VENV)/.installed
-	./spark-submit.sh train --task key $(ARGS)
+	./spark-submit.sh --task key $(ARGS)
 train-value: $(VENV)/.installed
-	./spark-submit.sh train --task value $(ARGS)
-
-## detect / evaluate: score the windows with the latest run, then its metrics (ARGS="--model RUN_ID --top_g 5")
+	./spark-submit.sh --task value $(ARGS)
 detect: $(VENV)/.installed
-	./spark-submit.sh detect $(ARGS)
+	./spark-submit.sh --task detect $(ARGS)
 evaluate: $(VENV)/.installed
-	./spark-submit.sh evaluate $(ARGS)
+	./spark-submit.sh --task eval $(ARGS)
+visualize: $(VENV)/.installed
+	./spark-submit.sh --task visual $(ARGS)
+finetune: $(VENV)/.installed
+	./spark-submit.sh --task online $(ARGS)
+full-pipeline: $(VENV)/.installed
+	./spark-submit.sh --task full-pipeline $(ARGS)
 
-## full-pipeline: ingest -> windows -> train -> detect -> evaluate (the same job as `make run`)
-full-pipeline: run
-
-## clean-models: remove model runs and the Petastorm cache (artifacts/), never the Delta tables
+## clean-models: remove model runs, online logs and the Petastorm cache (artifacts/), never the Delta tables
 clean-models:
 	rm -rf artifacts
 
-## clean-tables: remove the Delta tables written by `make run` (warehouse/)
+## clean-tables: remove the Delta tables written by the jobs (warehouse/)
 clean-tables:
 	rm -rf warehouse spark-warehouse

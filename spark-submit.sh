@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Run a deeplog-spark job with spark-submit, the way a cluster user would.
 #
-#   ./spark-submit.sh <job> [--config PATH] [--KEY VALUE ...]      jobs: see jobs/*.py
+#   ./spark-submit.sh --task TASK [--model RUN_ID] [--config PATH] [--KEY VALUE ...]
+#   ./spark-submit.sh --help                        tasks, options and every config key
+#   ./spark-submit.sh <job> [...]                   another job of jobs/*.py (default job: run)
 #
 # Environment:
 #   SPARK_MASTER          --master (default local[*]); e.g. spark://127.0.0.1:7077, local-cluster[2,1,1024]
@@ -15,13 +17,14 @@
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
-if [ $# -lt 1 ]; then
-  echo "usage: $0 <job> [--KEY VALUE ...]; jobs: $(cd "$here/jobs" && ls *.py | sed 's/\.py$//' | tr '\n' ' ')" >&2
-  exit 2
+# The task CLI (jobs/run.py) is the default job: `./spark-submit.sh --task key` runs it.
+if [ $# -lt 1 ] || [ "${1#-}" != "$1" ]; then
+  job=run
+else
+  job="$1"; shift
 fi
-job="$1"; shift
 script="$here/jobs/$job.py"
-if [ ! -f "$script" ]; then
+if ! [[ "$job" =~ ^[a-z_]+$ ]] || [ ! -f "$script" ]; then
   echo "error: unknown job '$job'; jobs: $(cd "$here/jobs" && ls *.py | sed 's/\.py$//' | tr '\n' ' ')" >&2
   exit 2
 fi

@@ -25,6 +25,16 @@ def run_dir(artifacts_root: str, run_id: str) -> Path:
     return Path(artifacts_root) / "runs" / validate_run_id(run_id)
 
 
+def resolve_run_id(artifacts_root: str, run_id: str | None) -> str:
+    """``run_id`` checked, or the latest trained run's id (FileNotFoundError when there is none)."""
+    if run_id is None:
+        latest = Path(artifacts_root) / "runs" / "latest.json"
+        if not latest.is_file():
+            raise FileNotFoundError(f"no trained model under {latest.parent}: train first or pass --model RUN_ID")
+        run_id = read_json(latest)["run_id"]
+    return validate_run_id(run_id)
+
+
 def write_json(path: Path, data: Any) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -39,7 +49,7 @@ def read_json(path: Path) -> Any:
 
 def plot_history(history: list[dict], task: str, path: Path, top_g: int = 9) -> Path:
     """Loss curves (train and val) and, for the key model, accuracy and top-g recall."""
-    plt = _pyplot()
+    plt = pyplot()
     epochs = [h["epoch"] for h in history]
     panels = 2 if task == "key" else 1
     fig, axes = plt.subplots(1, panels, figsize=(6 * panels, 4), squeeze=False)
@@ -59,18 +69,21 @@ def plot_history(history: list[dict], task: str, path: Path, top_g: int = 9) -> 
         ax.set_ylim(0, 1.01)
         ax.set_title("key LSTM validation")
         ax.legend()
-    return _save(plt, fig, path)
+    return save_figure(plt, fig, path)
 
 
-def _save(plt, fig, path: Path) -> Path:
-    fig.tight_layout()
+def save_figure(plt, fig, path: Path, tight: bool = True) -> Path:
+    """Save ``fig`` as a PNG (creating the folder) and close it."""
+    if tight:
+        fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot on the non-interactive Agg backend (jobs run headless)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -81,7 +94,7 @@ def _pyplot():
 
 def plot_roc(curves: dict[str, list[tuple[float, float]]], aucs: dict[str, float | None], path: Path) -> Path:
     """Session-level ROC curves of the detectors (test split)."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 5))
     for det, pts in curves.items():
         if pts:
@@ -93,12 +106,12 @@ def plot_roc(curves: dict[str, list[tuple[float, float]]], aucs: dict[str, float
     ax.set_ylabel("true positive rate")
     ax.set_title("ROC, test sessions")
     ax.legend(loc="lower right")
-    return _save(plt, fig, path)
+    return save_figure(plt, fig, path)
 
 
 def plot_f1_bars(metrics: list[dict], path: Path) -> Path:
     """Test F1 per detector at the default and the val-chosen thresholds."""
-    plt = _pyplot()
+    plt = pyplot()
     rows = [m for m in metrics if m["split"] == "test"]
     dets = list(dict.fromkeys(m["detector"] for m in rows))
     sources = list(dict.fromkeys(m["threshold_source"] for m in rows))
@@ -113,4 +126,4 @@ def plot_f1_bars(metrics: list[dict], path: Path) -> Path:
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("F1 (test sessions)")
     ax.legend()
-    return _save(plt, fig, path)
+    return save_figure(plt, fig, path)

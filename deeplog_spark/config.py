@@ -13,6 +13,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -22,6 +23,8 @@ from typing import Any, Iterable, Mapping, Sequence
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "conf" / "deeplog.toml"
 #: Environment variable that points to another config file.
 CONFIG_ENV = "DEEPLOG_CONFIG"
+#: Values of the ``split`` column.
+SPLITS = ("train", "val", "test")
 
 
 class ConfigError(ValueError):
@@ -74,6 +77,11 @@ class Config:
     k_sigma: float = _field("detect", "value model: anomaly if error > mu + k*sigma")
     detect_batch_size: int = _field("detect", "windows per model call in the scoring pandas_udf")
     distinct_scoring: bool = _field("detect", "score each distinct window once and join back")
+    # [online]
+    online_split: str = _field("online", "split whose false positives the online update learns from")
+    online_epochs: int = _field("online", "fine-tuning epochs of the online update")
+    online_lr: float = _field("online", "Adam learning rate of the online update")
+    online_replay: float = _field("online", "weight of replayed train-normal windows vs feedback (0 = none)")
     # [spark]
     master: str = _field("spark", "Spark master for plain-python runs")
     shuffle_partitions: int = _field("spark", "spark.sql.shuffle.partitions")
@@ -147,10 +155,16 @@ class Config:
         return hashlib.sha256(blob).hexdigest()[:12]
 
     def table_path(self, name: str) -> str:
-        """Location of the Delta table ``name`` under ``tables_root``."""
+        """Location of the Delta table ``name`` under ``tables_root``.
+
+        A local ``tables_root`` is made absolute (Delta's path-based SQL, ``delta.`<path>```, only
+        accepts absolute paths); a URI such as ``s3://bucket/x`` or ``dbfs:/x`` is kept as it is.
+        """
         if not name or not name.replace("_", "").isalnum():
             raise ConfigError(f"invalid table name {name!r}: use letters, digits and '_'")
-        return str(Path(self.tables_root) / name)
+        if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:", self.tables_root):
+            return self.tables_root.rstrip("/") + "/" + name
+        return os.path.join(os.path.abspath(self.tables_root), name)
 
 
 def _default_path() -> Path:
@@ -247,6 +261,10 @@ def _validate(cfg: Config) -> None:
     _check(cfg.patience >= 0, "patience", cfg.patience, "must be >= 0")
     _check(cfg.lr > 0, "lr", cfg.lr, "must be > 0")
     _check(cfg.k_sigma >= 0, "k_sigma", cfg.k_sigma, "must be >= 0")
+    _check(cfg.online_epochs >= 1, "online_epochs", cfg.online_epochs, "must be >= 1")
+    _check(cfg.online_lr > 0, "online_lr", cfg.online_lr, "must be > 0")
+    _check(cfg.online_replay >= 0, "online_replay", cfg.online_replay, "must be >= 0")
+    _check(cfg.online_split in SPLITS, "online_split", cfg.online_split, f"must be one of {', '.join(SPLITS)}")
     for key in ("key_dropout", "value_dropout"):
         _check(0.0 <= getattr(cfg, key) < 1.0, key, getattr(cfg, key), "must be in [0, 1)")
     for key in ("train_ratio", "val_ratio", "test_ratio"):

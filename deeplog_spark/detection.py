@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from pathlib import Path
 from typing import Iterator
 
 import pandas as pd
@@ -23,7 +22,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from deeplog_spark import schemas
-from deeplog_spark.artifacts import read_json, run_dir, validate_run_id, write_json
+from deeplog_spark.artifacts import read_json, resolve_run_id, run_dir, validate_run_id, write_json
 from deeplog_spark.config import Config
 from deeplog_spark.ingest import InputError
 from deeplog_spark.logs import stage
@@ -38,14 +37,13 @@ class ModelBundle:
     """A run's checkpoints and statistics as the driver ships them to executors."""
 
     def __init__(self, artifacts_root: str, run_id: str | None):
-        runs = Path(artifacts_root) / "runs"
-        if run_id is None:
-            latest = runs / "latest.json"
-            if not latest.is_file():
-                raise InputError(f"no trained model under {runs}: run the train job or pass --model RUN_ID")
-            run_id = read_json(latest)["run_id"]
-        self.run_id = validate_run_id(run_id)
+        try:
+            self.run_id = resolve_run_id(artifacts_root, run_id)
+        except ValueError as exc:  # a malformed --model
+            raise InputError(str(exc)) from exc
         self.dir = run_dir(artifacts_root, self.run_id)
+        if not self.dir.is_dir():
+            raise InputError(f"no model run {self.run_id!r} under {self.dir.parent}")
         key = self.dir / "key_model.pt"
         if not key.is_file():
             raise InputError(f"run {self.run_id} has no key model ({key} missing)")

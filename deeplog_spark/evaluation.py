@@ -18,7 +18,7 @@ from pyspark.sql import functions as F
 
 from deeplog_spark import schemas
 from deeplog_spark.artifacts import read_json, write_json
-from deeplog_spark.config import Config
+from deeplog_spark.config import SPLITS, Config
 from deeplog_spark.detection import ModelBundle
 from deeplog_spark.ingest import InputError
 from deeplog_spark.logs import stage
@@ -163,7 +163,7 @@ def run_evaluate(spark: SparkSession, cfg: Config, model: str | None = None) -> 
         rows = []
         for source, (g, k) in settings.items():
             thr = bundle.value_threshold(k) if (errors and k is not None) else None
-            for split in ("train", "val", "test"):
+            for split in SPLITS:
                 for m in evaluate_split(verdicts.where(F.col("split") == split), g, k, thr, bundle.vocab_size):
                     rows.append({"run_id": bundle.run_id, "g": g, "k": float(k if k is not None else cfg.k_sigma),
                                  "split": split, "threshold_source": source, **m, "evaluated_at": now})

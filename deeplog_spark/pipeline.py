@@ -112,13 +112,15 @@ def run_windows(spark: SparkSession, cfg: Config) -> dict:
 
 
 def run_pipeline(spark: SparkSession, cfg: Config) -> dict:
-    """The main job: ingest -> windows -> train -> detect -> evaluate. Returns each stage's summary.
+    """The main job: ingest -> windows -> train -> detect -> evaluate -> visual.
 
-    The test-split metrics table (Markdown) is under ``summary["test_metrics_table"]``.
+    Returns each stage's summary; the test-split metrics table (Markdown) is under
+    ``summary["test_metrics_table"]``.
     """
     from deeplog_spark.detection import run_detect
     from deeplog_spark.evaluation import run_evaluate, test_table
     from deeplog_spark.training import run_train
+    from deeplog_spark.visual import run_visual
 
     out = {"ingest": run_ingest(spark, cfg), "windows": run_windows(spark, cfg)}
     out["train"] = run_train(spark, cfg, "both")
@@ -127,5 +129,6 @@ def run_pipeline(spark: SparkSession, cfg: Config) -> dict:
     evaluation = run_evaluate(spark, cfg, run_id)
     out["evaluate"] = {"chosen_on_val": evaluation["chosen_on_val"], "ms_per_window": evaluation["ms_per_window"],
                        "reports": str(Path(out["train"]["run_dir"]) / "eval")}
+    out["visual"] = run_visual(spark, cfg, run_id)
     out["test_metrics_table"] = test_table(evaluation)
     return out

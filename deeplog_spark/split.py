@@ -18,7 +18,6 @@ from pyspark.sql import functions as F
 
 #: Hash buckets; ratios are applied with a resolution of 1/BUCKETS.
 BUCKETS = 10_000
-SPLITS = ("train", "val", "test")
 
 
 def split_bucket(block_id: Column, seed: int) -> Column:

@@ -21,11 +21,16 @@ def write_table(df: DataFrame, path: str, partition_by: Sequence[str] = ()) -> N
     writer.save(path)
 
 
-def read_table(spark: SparkSession, path: str, version: int | None = None) -> DataFrame:
-    """Read the Delta table at ``path`` (optionally an older ``version``)."""
+def table_exists(spark: SparkSession, path: str) -> bool:
+    """Whether a Delta table exists at ``path``."""
     from delta.tables import DeltaTable
 
-    if not DeltaTable.isDeltaTable(spark, path):
+    return DeltaTable.isDeltaTable(spark, path)
+
+
+def read_table(spark: SparkSession, path: str, version: int | None = None) -> DataFrame:
+    """Read the Delta table at ``path`` (optionally an older ``version``)."""
+    if not table_exists(spark, path):
         raise FileNotFoundError(f"no Delta table at {path}: run the stage that writes it first")
     reader = spark.read.format("delta")
     if version is not None:

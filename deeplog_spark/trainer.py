@@ -47,6 +47,11 @@ class FitOptions:
     top_g: int = 9
     seed: int = 1337
     resume_path: str | None = None  # per-epoch state for resuming an interrupted run (rank 0 writes)
+    # What "best epoch" means: lowest validation loss ("loss"), or highest validation top-g recall
+    # ("top_g_recall"; ties go to the later epoch). With baseline=True the starting weights are
+    # scored first and count as epoch 0, so an update that only makes things worse is not kept.
+    monitor: str = "loss"
+    baseline: bool = False
 
 
 def seed_everything(seed: int) -> None:
@@ -112,7 +117,7 @@ def evaluate(model: nn.Module, task: str, batches: Iterable[Batch], device: torc
 
 def fit(model: nn.Module, opts: FitOptions, train: BatchSource, val: BatchSource | None,
         device: torch.device, on_epoch: Callable[[dict], None] | None = None) -> dict:
-    """Train with Adam and early stopping on validation loss; returns the history.
+    """Train with Adam and early stopping on the validation metric ``opts.monitor``; returns the history.
 
     The optimizer is built once. After the last epoch the weights of the best validation epoch
     are restored. With ``opts.resume_path`` the loop resumes from the last finished epoch.
@@ -122,7 +127,14 @@ def fit(model: nn.Module, opts: FitOptions, train: BatchSource, val: BatchSource
     optimizer = torch.optim.Adam(params, lr=opts.lr)
     history: list[dict] = []
     best = {"loss": math.inf, "epoch": -1, "state": copy.deepcopy(_unwrap(model).state_dict())}
-    bad_epochs, start = 0, 0
+    bad_epochs, start, baseline = 0, 0, None
+    if opts.baseline and val is not None:
+        baseline = evaluate(model, opts.task, val.full(), device, opts.top_g)
+        best = {"loss": _monitored(opts, {f"val_{k}": v for k, v in baseline.items()}), "epoch": 0,
+                "state": best["state"]}
+        if rank == 0:
+            log.info("%s: before training val_loss=%.5f val_top%d=%.4f", opts.task, baseline["loss"], opts.top_g,
+                     baseline.get("top_g_recall", float("nan")))
     if opts.resume_path and Path(opts.resume_path).is_file():
         state = _load_resume(opts.resume_path)
         _unwrap(model).load_state_dict(state["model"])
@@ -166,8 +178,8 @@ def fit(model: nn.Module, opts: FitOptions, train: BatchSource, val: BatchSource
             "rows_per_s": round(rows / max(train_seconds, 1e-9), 1),
         }
         record.update({f"val_{k}": v for k, v in val_metrics.items()})
-        monitored = record.get("val_loss", record["train_loss"])
-        if monitored < best["loss"] - 1e-7:
+        monitored = _monitored(opts, record)
+        if monitored < best["loss"] - 1e-7 or (opts.monitor == "top_g_recall" and monitored <= best["loss"]):
             best = {"loss": monitored, "epoch": epoch + 1, "state": copy.deepcopy(_unwrap(model).state_dict())}
             bad_epochs = 0
         else:
@@ -189,7 +201,16 @@ def fit(model: nn.Module, opts: FitOptions, train: BatchSource, val: BatchSource
 
     _unwrap(model).load_state_dict(best["state"])
     return {"history": history, "best_epoch": best["epoch"], "best_loss": best["loss"],
-            "early_stopped": stopped, "world_size": world}
+            "early_stopped": stopped, "world_size": world, "baseline": baseline}
+
+
+def _monitored(opts: FitOptions, record: dict) -> float:
+    """The number early stopping minimises for this epoch's record."""
+    if opts.monitor == "top_g_recall" and "val_top_g_recall" in record:
+        return -record["val_top_g_recall"]
+    if opts.monitor not in ("loss", "top_g_recall"):
+        raise ValueError(f"monitor must be 'loss' or 'top_g_recall', got {opts.monitor!r}")
+    return record.get("val_loss", record["train_loss"])
 
 
 @torch.no_grad()
@@ -251,19 +272,24 @@ def model_config(cfg, task: str, vocab_size: int) -> dict:
 def run_task(spec: dict, train: BatchSource, val: BatchSource | None, device: torch.device) -> dict:
     """Build, train (DDP when distributed) and summarise one model; the same on every path.
 
-    ``spec``: task, model_config, epochs, lr, patience, top_g, seed, resume_path (optional).
+    ``spec``: task, model_config, epochs, lr, patience, top_g, seed; optional resume_path,
+    init_state (weights to start from), monitor and baseline (see :class:`FitOptions`).
     Returns the fit result plus ``state_dict`` (CPU tensors) and, for the value model, the
     mean/std of |error| on the training rows (train-normal windows) for its threshold.
     """
     from deeplog_spark.model import build_model
 
     seed_everything(spec["seed"])
-    model = build_model(spec["task"], spec["model_config"]).to(device)
+    model = build_model(spec["task"], spec["model_config"])
+    if spec.get("init_state") is not None:  # fine-tuning (online update) starts from these weights
+        model.load_state_dict(spec["init_state"])
+    model = model.to(device)
     if _world()[1] > 1:
         model = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
     opts = FitOptions(task=spec["task"], epochs=spec["epochs"], lr=spec["lr"], patience=spec["patience"],
-                      top_g=spec["top_g"], seed=spec["seed"], resume_path=spec.get("resume_path"))
+                      top_g=spec["top_g"], seed=spec["seed"], resume_path=spec.get("resume_path"),
+                      monitor=spec.get("monitor", "loss"), baseline=spec.get("baseline", False))
     result = fit(model, opts, train, val, device)
     if spec["task"] == "value":
         mu, sigma, n = prediction_errors(model, train.full(), device)

@@ -92,7 +92,8 @@ def _converter(spark: SparkSession, df: DataFrame, partitions: int):
     return make_spark_converter(df.repartition(partitions))
 
 
-def _distribute(spark: SparkSession, cfg: Config, spec: dict, train_df: DataFrame, val_df: DataFrame | None) -> dict:
+def distribute(spark: SparkSession, cfg: Config, spec: dict, train_df: DataFrame, val_df: DataFrame | None) -> dict:
+    """Train ``spec`` on ``train_df`` (early stopping on ``val_df``) with TorchDistributor; rank 0's result."""
     from pyspark.ml.torch.distributor import TorchDistributor
 
     Path(spec["result_path"]).unlink(missing_ok=True)  # never read a crashed attempt's result
@@ -141,12 +142,27 @@ def _resolve_tasks(task: str, windows: DataFrame) -> list[str]:
     return wanted
 
 
-def run_train(spark: SparkSession, cfg: Config, task: str = "both") -> dict:
-    """Train the requested model(s) on the windows table; returns the run summary."""
-    from deeplog_spark.model import save_checkpoint
+def train_spec(cfg: Config, task: str, model_cfg: dict, out_dir: Path, **overrides) -> dict:
+    """What the train function needs on every rank (plain values, pickled to the ranks)."""
+    spec = {"task": task, "model_config": model_cfg, "epochs": cfg.epochs, "lr": cfg.lr,
+            "patience": cfg.patience, "top_g": cfg.top_g, "seed": cfg.seed, "batch_size": cfg.batch_size,
+            "use_gpu": cfg.use_gpu, "loader_workers": cfg.loader_workers,
+            "resume_path": str((out_dir / f"{task}_resume.pt").resolve()),
+            "result_path": str((out_dir / f"{task}_result.pt").resolve())}
+    spec.update(overrides)
+    return spec
 
+
+def set_petastorm_cache(spark: SparkSession, cfg: Config) -> None:
+    """Petastorm materialises training DataFrames as Parquet under ``<artifacts_root>/petastorm_cache``."""
     from petastorm.spark import SparkDatasetConverter
 
+    cache = Path(cfg.artifacts_root).resolve() / "petastorm_cache"
+    spark.conf.set(SparkDatasetConverter.PARENT_CACHE_DIR_URL_CONF, cache.as_uri())
+
+
+def run_train(spark: SparkSession, cfg: Config, task: str = "both") -> dict:
+    """Train the requested model(s) on the windows table; returns the run summary."""
     with stage("train") as st:
         windows_path = cfg.table_path(schemas.WINDOWS)
         windows = read_table(spark, windows_path)
@@ -157,19 +173,14 @@ def run_train(spark: SparkSession, cfg: Config, task: str = "both") -> dict:
         run_id = run_id_for(cfg, windows_path, version)
         out_dir = run_dir(cfg.artifacts_root, run_id)
         out_dir.mkdir(parents=True, exist_ok=True)
-        cache = Path(cfg.artifacts_root).resolve() / "petastorm_cache"
-        spark.conf.set(SparkDatasetConverter.PARENT_CACHE_DIR_URL_CONF, cache.as_uri())
+        set_petastorm_cache(spark, cfg)
 
         train_w, val_w = normal_windows(windows, "train"), normal_windows(windows, "val")
         summary: dict = {"run_id": run_id, "run_dir": str(out_dir), "windows_version": version,
                          "vocab_size": vocab_size, "tasks": {}}
         for t in tasks:
             t0 = time.perf_counter()
-            spec = {"task": t, "model_config": model_config(cfg, t, vocab_size), "epochs": cfg.epochs,
-                    "lr": cfg.lr, "patience": cfg.patience, "top_g": cfg.top_g, "seed": cfg.seed,
-                    "batch_size": cfg.batch_size, "use_gpu": cfg.use_gpu, "loader_workers": cfg.loader_workers,
-                    "resume_path": str((out_dir / f"{t}_resume.pt").resolve()),
-                    "result_path": str((out_dir / f"{t}_result.pt").resolve())}
+            spec = train_spec(cfg, t, model_config(cfg, t, vocab_size), out_dir)
             extra: dict = {"run_id": run_id, "windows_version": version, "distinct_windows": cfg.distinct_windows}
             if t == "key":
                 train_df = key_dataset(train_w, cfg.distinct_windows)
@@ -185,8 +196,8 @@ def run_train(spark: SparkSession, cfg: Config, task: str = "both") -> dict:
                 extra["norm"] = {"mean": stats.mean, "std": stats.std}
                 train_df = value_dataset(train_w, stats, cfg.distinct_windows)
                 val_df = value_dataset(val_w, stats, cfg.distinct_windows)
-            result = _distribute(spark, cfg, spec, train_df, val_df)
-            summary["tasks"][t] = _save_task(cfg, t, spec, result, extra, out_dir, save_checkpoint)
+            result = distribute(spark, cfg, spec, train_df, val_df)
+            summary["tasks"][t] = save_task(cfg, t, spec, result, extra, out_dir)
             summary["tasks"][t]["seconds"] = round(time.perf_counter() - t0, 2)
             Path(spec["resume_path"]).unlink(missing_ok=True)  # finished: a re-run trains afresh
         write_json(out_dir / "run.json", {**summary, "config": cfg.to_dict()})
@@ -195,19 +206,27 @@ def run_train(spark: SparkSession, cfg: Config, task: str = "both") -> dict:
     return summary
 
 
-def _save_task(cfg: Config, task: str, spec: dict, result: dict, extra: dict, out_dir: Path, save) -> dict:
-    from deeplog_spark.model import build_model
+def save_task(cfg: Config, task: str, spec: dict, result: dict, extra: dict, out_dir: Path) -> dict:
+    """Checkpoint, history JSON and loss curve of a trained model; returns its summary."""
+    from deeplog_spark.model import build_model, save_checkpoint
 
     model = build_model(task, spec["model_config"])
     model.load_state_dict(result["state_dict"])
     history = result["history"]
-    ckpt = save(out_dir / f"{task}_model.pt", task, model, extra)
+    ckpt = save_checkpoint(out_dir / f"{task}_model.pt", task, model, extra)
     write_json(out_dir / f"{task}_history.json", {k: v for k, v in result.items() if k != "state_dict"})
     plot_history(history, task, out_dir / f"{task}_loss_curve.png", cfg.top_g)
     out = {"checkpoint": str(ckpt), "epochs": len(history), "best_epoch": result["best_epoch"],
            "early_stopped": result["early_stopped"]}
-    best = history[result["best_epoch"] - 1] if result["best_epoch"] > 0 else history[-1]
+    if result["best_epoch"] > 0:
+        best = history[result["best_epoch"] - 1]
+    elif result.get("baseline"):  # no epoch beat the starting weights (a fine-tuning run)
+        best = {f"val_{k}": v for k, v in result["baseline"].items()}
+    else:
+        best = history[-1]
     out.update({k: best[k] for k in ("val_loss", "val_accuracy", "val_top_g_recall") if k in best})
+    if result.get("baseline"):
+        out["val_top_g_recall_before"] = result["baseline"].get("top_g_recall")
     out["median_windows_per_s"] = sorted(h["windows_per_s"] for h in history)[len(history) // 2]
     if task == "value":
         e = result["train_errors"]

@@ -69,9 +69,13 @@ def test_fingerprint_is_stable_and_sensitive():
     assert a.fingerprint(["h"]) == a.replace(top_g=3).fingerprint(["h"])
 
 
-def test_table_names_are_validated():
+def test_table_names_are_validated_and_paths_absolute():
+    import os
+
     cfg = Config.load()
-    assert cfg.table_path("traces").endswith("traces")
+    assert cfg.table_path("traces") == os.path.join(os.getcwd(), "warehouse", "traces")  # Delta SQL needs absolute
+    assert Config.load(overrides={"tables_root": "s3a://bucket/dl/"}).table_path("traces") == "s3a://bucket/dl/traces"
+    assert Config.load(overrides={"tables_root": "dbfs:/dl"}).table_path("verdicts") == "dbfs:/dl/verdicts"
     with pytest.raises(ConfigError):
         cfg.table_path("../etc")
 

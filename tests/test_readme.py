@@ -38,14 +38,14 @@ def built_tables(spark, tmp_path_factory):
 @pytest.mark.parametrize("sql", SQL_BLOCKS, ids=[f"block{i}" for i in range(len(SQL_BLOCKS))])
 def test_readme_sql_runs(spark, built_tables, sql):
     query = "\n".join(l for l in sql.splitlines() if not l.strip().startswith("--"))
-    rows = spark.sql(query.replace("delta.`warehouse/", f"delta.`{built_tables}/")).collect()
+    rows = spark.sql(query.replace("delta.`/data/deeplog/warehouse/", f"delta.`{built_tables}/")).collect()
     assert rows, f"README query returned nothing:\n{sql}"
 
 
 def test_readme_split_sql_equals_the_split_column(spark, built_tables):
     split_sql = [b for b in SQL_BLOCKS if "xxhash64" in b]
     assert len(split_sql) == 1
-    query = split_sql[0].replace("delta.`warehouse/", f"delta.`{built_tables}/")
+    query = split_sql[0].replace("delta.`/data/deeplog/warehouse/", f"delta.`{built_tables}/")
     from_sql = spark.sql(query)
     stored = spark.read.format("delta").load(str(built_tables / "traces")).select("block_id", "split")
     assert from_sql.count() == 3000

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from deeplog_spark import schemas
+from deeplog_spark import schemas, tasks
 from deeplog_spark.ingest import InputError
 from deeplog_spark.model import load_checkpoint
 from deeplog_spark.pipeline import run_ingest, run_windows
@@ -79,7 +79,7 @@ def test_value_threshold_is_fitted_on_train_normal_windows_only(spark, cfg):
     write_table(traces, cfg.table_path(schemas.TRACES))
     write_table(spark.createDataFrame([(5, "E5", "t")], schemas.TEMPLATES_SCHEMA), cfg.table_path(schemas.TEMPLATES))
     run_windows(spark, cfg)
-    summary = run_train(spark, cfg.replace(epochs=3), "value")
+    summary = tasks.run(spark, cfg.replace(epochs=3), {"task": "value"})  # the task CLI's value task
     run_dir = summary["run_dir"]
     norm = json.load(open(os.path.join(run_dir, "value_norm.json")))
     thr = json.load(open(os.path.join(run_dir, "value_threshold.json")))

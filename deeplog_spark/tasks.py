@@ -1,0 +1,126 @@
+"""The task CLI (``./spark-submit.sh --task TASK``): every user-facing step of the pipeline by name.
+
+Tasks follow the DeepLog spec's ``run_training --task``: ``key``, ``value``, ``both``, ``detect``,
+``eval``, ``visual``, ``online`` and ``full-pipeline``, plus the two data steps ``ingest`` and
+``windows``. Each maps to one stage runner; the job prints the runner's summary as JSON.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+from pyspark.sql import SparkSession
+
+from deeplog_spark.cli import Option
+from deeplog_spark.config import Config
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    help: str
+    writes: str
+    run: Callable[[SparkSession, Config, dict], dict]
+
+
+def _train(task: str):
+    def run(spark, cfg, opts):
+        from deeplog_spark.training import run_train
+
+        return run_train(spark, cfg, task)
+    return run
+
+
+def _ingest(spark, cfg, opts):
+    from deeplog_spark.pipeline import run_ingest
+
+    return run_ingest(spark, cfg)
+
+
+def _windows(spark, cfg, opts):
+    from deeplog_spark.pipeline import run_windows
+
+    return run_windows(spark, cfg)
+
+
+def _detect(spark, cfg, opts):
+    from deeplog_spark.detection import run_detect
+
+    return run_detect(spark, cfg, opts.get("model") or None)
+
+
+def _eval(spark, cfg, opts):
+    from deeplog_spark.evaluation import run_evaluate, test_table
+
+    summary = run_evaluate(spark, cfg, opts.get("model") or None)
+    print("\nTest split, session level (BlockId):\n" + test_table(summary) + "\n")
+    return summary
+
+
+def _visual(spark, cfg, opts):
+    from deeplog_spark.visual import run_visual
+
+    return run_visual(spark, cfg, opts.get("model") or None)
+
+
+def _online(spark, cfg, opts):
+    from deeplog_spark.online import run_online
+
+    return run_online(spark, cfg, opts.get("model") or None, opts.get("normal_blocks") or None)
+
+
+def _full(spark, cfg, opts):
+    from deeplog_spark.pipeline import run_pipeline
+
+    summary = run_pipeline(spark, cfg)
+    print("\nTest split, session level (BlockId):\n" + summary["test_metrics_table"] + "\n")
+    return summary
+
+
+TASKS: dict[str, Task] = {
+    "ingest": Task("parse Event_traces + labels + templates, split by BlockId",
+                   "tables templates, traces, ingest_rejects", _ingest),
+    "windows": Task("explode sessions into sliding windows of length h", "table windows", _windows),
+    "key": Task("train the Key LSTM (Petastorm + TorchDistributor)",
+                "runs/<run>/key_model.pt, key_history.json, key_loss_curve.png", _train("key")),
+    "value": Task("train the Value LSTM (needs time intervals)",
+                  "runs/<run>/value_model.pt, value_history.json, value_loss_curve.png, value_norm.json, "
+                  "value_threshold.json", _train("value")),
+    "both": Task("train both models (value skipped with a warning when there are no intervals)",
+                 "the files of key and value, run.json", _train("both")),
+    "detect": Task("score every window with --model at --top_g/--k_sigma, verdicts per BlockId",
+                   "tables predictions, verdicts; runs/<run>/detection/detection_stats_g<G>_k<K>.json", _detect),
+    "eval": Task("session metrics per split at the default and val-chosen thresholds",
+                 "table metrics; runs/<run>/eval/metrics.json, classification_report.md, "
+                 "f1_latency_table.csv, roc_curve.png, f1_comparison_bar.png", _eval),
+    "visual": Task("workflow graph of normal training sessions, anomalous transitions in red",
+                   "runs/<run>/visual/workflow_graph.png, workflow_stats.json", _visual),
+    "online": Task("fine-tune the Key LSTM on false positives (or --normal_blocks), a new model version",
+                   "runs/<new run>/ (models, history, online/update_log.json), its predictions and verdicts; "
+                   "<artifacts_root>/online/update_log.json", _online),
+    "full-pipeline": Task("ingest -> windows -> both -> detect -> eval -> visual",
+                          "all of the above", _full),
+}
+
+OPTIONS: dict[str, Option] = {
+    "task": Option("what to run: " + ", ".join(TASKS), default="full-pipeline", choices=tuple(TASKS),
+                   metavar="TASK"),
+    "model": Option("run id to use for detect/eval/visual/online (default: the latest trained run)",
+                    metavar="RUN_ID"),
+    "normal_blocks": Option("online: file of BlockIds confirmed normal (one per line, or a CSV with a "
+                            "BlockId column) instead of the detector's false positives", metavar="FILE"),
+}
+
+
+def description() -> str:
+    """The job's help text: one line per task with what it writes."""
+    lines = ["Run one DeepLog task on Spark. Tasks (artifacts go to <artifacts_root>, tables to <tables_root>):", ""]
+    for name, t in TASKS.items():
+        lines.append(f"  {name:<14} {t.help}")
+        lines.append(f"  {'':<14}   writes: {t.writes}")
+    return "\n".join(lines)
+
+
+def run(spark: SparkSession, cfg: Config, opts: dict) -> dict:
+    """Run ``opts['task']`` and return its summary."""
+    return TASKS[opts["task"]].run(spark, cfg, opts)

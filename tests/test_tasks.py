@@ -1,0 +1,217 @@
+"""The task CLI as users run it: full pipeline through spark-submit, then every task on its output.
+
+One spark-submit run of ``--task full-pipeline`` on the embedded sample (3 epochs to stay fast)
+is shared by the module: the visual, online, detect/eval-with-a-new-model and notebook tests
+read its tables and run directory.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from pyspark.sql import functions as F
+
+from deeplog_spark import schemas, tasks
+from deeplog_spark.artifacts import read_json
+from deeplog_spark.config import Config
+from deeplog_spark.ingest import InputError
+from deeplog_spark.model import load_checkpoint
+from deeplog_spark.online import feedback_blocks, run_online
+from deeplog_spark.tables import read_table
+
+from conftest import REPO
+
+
+def _run(args, env_extra=None, timeout=900):
+    env = {**os.environ, **(env_extra or {})}
+    env.pop("PYSPARK_GATEWAY_PORT", None)
+    return subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def _summary(stdout: str) -> dict:
+    # spark-submit's PythonRunner merges the driver's stderr (our logs) into stdout; the summary is last
+    return json.loads(stdout[stdout.rindex("\n{\n"):])
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tasks")
+    args = ["--tables_root", str(root / "wh"), "--artifacts_root", str(root / "art"), "--epochs", "3"]
+    res = _run(["./spark-submit.sh", "--task", "full-pipeline", *args], env_extra={"SPARK_MASTER": "local[2]"})
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    cfg = Config.load(overrides={"tables_root": str(root / "wh"), "artifacts_root": str(root / "art"),
+                                 "epochs": 3, "shuffle_partitions": 2})
+    return cfg, _summary(res.stdout), res.stdout + res.stderr, root
+
+
+def test_full_pipeline_through_spark_submit(full_run):
+    cfg, summary, out, _ = full_run
+    assert summary["ingest"]["traces"] == 3000 and summary["ingest"]["trace_rejects"] == 0
+    assert summary["windows"]["windows"] == sum(summary["windows"]["splits"].values()) > 3000
+    for stage_name in ("ingest", "windows", "train", "detect", "evaluate", "visual"):
+        assert f"stage {stage_name}: done" in out, stage_name
+    assert "key epoch 3/3" in out and " eta " in out  # per-epoch progress lines with ETA
+    key = summary["train"]["tasks"]["key"]
+    assert os.path.isfile(key["checkpoint"]) and key["val_top_g_recall"] > 0.9
+    run = summary["train"]["run_dir"]
+    for rel in ("eval/metrics.json", "eval/roc_curve.png", "eval/classification_report.md",
+                "visual/workflow_graph.png", "visual/workflow_stats.json"):
+        assert os.path.isfile(os.path.join(run, rel)), rel
+    assert "| default | 9 | 3.0 | key |" in out  # the test-split metrics table is printed
+
+
+def test_workflow_graph_counts_and_red_edges(spark, full_run):
+    cfg, summary, _, _ = full_run
+    stats = read_json(os.path.join(summary["train"]["run_dir"], "visual", "workflow_stats.json"))
+    traces = read_table(spark, cfg.table_path(schemas.TRACES)).where(
+        (F.col("split") == "train") & (F.coalesce("label", F.lit(0)) == 0)).select("events").collect()
+    expected: dict = {}
+    for r in traces:
+        for a, b in zip(r["events"], r["events"][1:]):
+            expected[(a, b)] = expected.get((a, b), 0) + 1
+    got = {(e["src"], e["dst"]): e["count"] for e in stats["edge_list"]}
+    assert got == expected
+    assert stats["normal_sessions"] == len(traces) and stats["transitions"] == sum(expected.values())
+    assert 1 <= stats["nodes"] <= 29 and all(n["template"] != "?" for n in stats["node_list"])
+    # red = transitions in flagged windows never seen in normal training
+    flagged = read_table(spark, cfg.table_path(schemas.PREDICTIONS)).where(
+        F.col("fused_anomaly") & (F.col("g") == cfg.top_g)).select("window", "y_true").collect()
+    in_flagged = set()
+    for r in flagged:
+        seq = [e for e in r["window"] if e != schemas.PADDING_ID] + [r["y_true"]]
+        in_flagged |= set(zip(seq, seq[1:]))
+    red = {(e["src"], e["dst"]) for e in stats["anomalous_edge_list"]}
+    assert red == in_flagged - set(expected)
+    assert stats["anomalous_edges"] == len(red) > 0
+    from matplotlib.image import imread
+
+    height, width = imread(os.path.join(summary["train"]["run_dir"], "visual", "workflow_graph.png")).shape[:2]
+    assert (width, height) == (1900, 1000)
+
+
+def test_online_update_does_not_raise_val_false_positives(spark, full_run):
+    cfg, summary, _, _ = full_run
+    parent = summary["train"]["run_id"]
+    verdicts = read_table(spark, cfg.table_path(schemas.VERDICTS)).where(
+        (F.col("run_id") == parent) & (F.col("g") == cfg.top_g))
+    train_fp = verdicts.where(F.col("anomalous") & (F.col("label") == 0) & (F.col("split") == "train")).count()
+    assert train_fp > 0, "the sample run should have false positives to learn from"
+
+    entry = tasks.run(spark, cfg, {"task": "online", "model": parent})
+    new = entry["new_run_id"]
+    assert new.startswith(parent + "-ft") and entry["parent_run_id"] == parent
+    assert entry["feedback_sessions"] == train_fp and entry["feedback_sessions_by_split"] == {"train": train_fp}
+    assert entry["val_false_positives_before"] == entry["before"]["val"]["fp"]
+    assert entry["val_false_positives_after"] <= entry["val_false_positives_before"]
+    run = os.path.join(cfg.artifacts_root, "runs", new)
+    _, payload = load_checkpoint(os.path.join(run, "key_model.pt"), expect_task="key")
+    assert payload["extra"]["parent_run_id"] == parent and payload["extra"]["run_id"] == new
+    assert read_json(os.path.join(run, "online", "update_log.json"))["new_run_id"] == new
+    assert [e["new_run_id"] for e in read_json(os.path.join(cfg.artifacts_root, "online", "update_log.json"))] == [new]
+    # the new version is a model detect --model can use: its verdicts are already written ...
+    mine = read_table(spark, cfg.table_path(schemas.VERDICTS)).where(F.col("run_id") == new)
+    assert mine.count() == verdicts.count() == 3000
+    # ... and eval works on it; the latest run is still the parent
+    assert tasks.run(spark, cfg, {"task": "eval", "model": new})["run_id"] == new
+    assert read_json(os.path.join(cfg.artifacts_root, "runs", "latest.json"))["run_id"] == parent
+
+
+def test_online_feedback_from_a_block_list(spark, full_run, tmp_path):
+    cfg, _, _, _ = full_run
+    traces = read_table(spark, cfg.table_path(schemas.TRACES))
+    ids = [r["block_id"] for r in traces.orderBy("block_id").limit(3).collect()]
+    path = tmp_path / "normal.csv"
+    path.write_text("BlockId,Label\n# confirmed by ops\n" + "\n".join(f"{b},Normal" for b in ids)
+                    + f"\n\n\"{ids[0]}\"\nblk_404,Normal\n")
+    blocks, source = feedback_blocks(spark, cfg, None, traces, str(path))
+    assert sorted(r["block_id"] for r in blocks.collect()) == sorted(ids)
+    assert source["blocks_in_file"] == 4 and source["unknown_blocks"] == 1
+    with pytest.raises(FileNotFoundError, match="--normal_blocks"):
+        feedback_blocks(spark, cfg, None, traces, str(tmp_path / "missing.txt"))
+
+
+def test_online_without_verdicts_or_with_a_bad_model_is_a_clear_error(spark, full_run):
+    cfg, summary, _, _ = full_run
+    with pytest.raises(InputError, match="run detect"):
+        run_online(spark, cfg.replace(top_g=7), summary["train"]["run_id"])
+    with pytest.raises(InputError, match="invalid run id"):
+        tasks.run(spark, cfg, {"task": "detect", "model": "../../etc"})
+    with pytest.raises(InputError, match="no model run"):
+        tasks.run(spark, cfg, {"task": "visual", "model": "nosuchrun"})
+
+
+def test_detect_task_with_new_thresholds_adds_rows(spark, full_run):
+    cfg, summary, _, _ = full_run
+    stats = tasks.run(spark, cfg.replace(top_g=5), {"task": "detect", "model": summary["train"]["run_id"]})
+    assert stats["g"] == 5 and stats["sessions"] == 3000
+    gs = {r["g"] for r in read_table(spark, cfg.table_path(schemas.VERDICTS)).select("g").distinct().collect()}
+    assert {5, 9} <= gs
+
+
+def test_notebook_executes_end_to_end(full_run, tmp_path, monkeypatch):
+    import nbformat
+    from nbclient import NotebookClient
+
+    cfg, _, _, root = full_run
+    conf = (REPO / "conf" / "deeplog.toml").read_text()
+    conf = conf.replace('tables_root = "warehouse"', f'tables_root = "{cfg.tables_root}"')
+    conf = conf.replace('artifacts_root = "artifacts"', f'artifacts_root = "{cfg.artifacts_root}"')
+    (tmp_path / "conf.toml").write_text(conf)
+    monkeypatch.setenv("DEEPLOG_CONFIG", str(tmp_path / "conf.toml"))
+    monkeypatch.delenv("PYSPARK_GATEWAY_PORT", raising=False)
+    monkeypatch.setenv("PYSPARK_PYTHON", sys.executable)
+    nb = nbformat.read(REPO / "notebooks" / "deeplog_results.ipynb", as_version=4)
+    NotebookClient(nb, timeout=600, kernel_name="python3",
+                   resources={"metadata": {"path": str(REPO / "notebooks")}}).execute()  # raises on any cell error
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    images = [o for o in outputs if "image/png" in o.get("data", {})]
+    assert len(images) >= 4  # loss curve, ROC, F1 bars, workflow graph
+    text = json.dumps([c.get("outputs", []) for c in nb.cells])
+    assert "Receiving block" in text  # a top anomalous session spelled out in templates
+
+
+def test_help_lists_tasks_options_and_config_keys():
+    res = _run(["./spark-submit.sh", "--help"])
+    assert res.returncode == 0, res.stderr[-2000:]
+    for word in list(tasks.TASKS) + ["--task TASK", "--model RUN_ID", "--normal_blocks FILE", "--epochs",
+                                     "--lr", "--batch_size", "--k_sigma", "--top_g", "--online_lr", "writes:"]:
+        assert word in res.stdout, word
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--task", "train"], "--task must be one of ingest, windows, key"),
+    (["--task"], "option --task needs a value"),
+    (["--task", "key", "--epochs", "many"], "config key epochs: expected int"),
+    (["--task", "key", "--epoch", "3"], "unknown option --epoch"),
+])
+def test_bad_task_flags_are_clear_errors_before_spark_starts(argv, message):
+    res = _run([sys.executable, "jobs/run.py", *argv])
+    assert res.returncode == 2 and message in res.stderr, res.stderr
+    assert "Traceback" not in res.stderr and "stage" not in res.stderr
+
+
+def test_unknown_flag_is_a_clear_error_before_spark_starts():
+    res = _run([sys.executable, "jobs/run.py", "--task", "ingest", "--windw", "3"])
+    assert res.returncode == 2
+    assert "unknown option --windw" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_out_of_range_flag_names_the_key():
+    res = _run([sys.executable, "jobs/run.py", "--task", "windows", "--h", "0"])
+    assert res.returncode == 2 and "config key h=0 is out of range" in res.stderr
+
+
+def test_unknown_job_is_refused():
+    res = _run(["./spark-submit.sh", "nosuchjob"])
+    assert res.returncode == 2 and "unknown job 'nosuchjob'" in res.stderr
+
+
+def test_missing_input_file_exits_2_with_one_line(tmp_path):
+    res = _run([sys.executable, "jobs/run.py", "--task", "ingest", "--event_traces", str(tmp_path / "none.csv"),
+                "--tables_root", str(tmp_path / "wh"), "--master", "local[1]"])
+    assert res.returncode == 2
+    assert "error: input not found" in res.stderr

@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: run test venv ingest windows train train-key train-value detect evaluate visualize finetune full-pipeline \
+.PHONY: run test venv ingest ingest-raw windows train train-key train-value detect evaluate visualize finetune full-pipeline \
         clean-tables clean-models
 
 $(VENV)/.installed: requirements.txt requirements-petastorm.txt pyproject.toml
@@ -31,6 +31,8 @@ test: $(VENV)/.installed
 ##   make detect ARGS="--model RUN_ID --k_sigma 2.5"
 ingest: $(VENV)/.installed
 	./spark-submit.sh --task ingest $(ARGS)
+ingest-raw: $(VENV)/.installed
+	./spark-submit.sh --task ingest-raw $(ARGS)
 windows: $(VENV)/.installed
 	./spark-submit.sh --task windows $(ARGS)
 train: $(VENV)/.installed

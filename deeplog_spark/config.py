@@ -43,6 +43,7 @@ class Config:
     event_traces: str = _field("data", "Loghub Event_traces.csv (plain/.gz, glob or directory)")
     anomaly_labels: str = _field("data", "anomaly_label.csv; empty string for none")
     templates: str = _field("data", "HDFS.log_templates.csv (EventId,EventTemplate)")
+    raw_logs: str = _field("data", "raw HDFS log files for --task ingest-raw (plain/.gz, glob or directory)")
     # [tables]
     tables_root: str = _field("tables", "directory holding the Delta tables")
     artifacts_root: str = _field("tables", "directory for model runs and plots")

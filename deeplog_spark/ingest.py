@@ -146,7 +146,7 @@ def _list_tokens(col: Column) -> Column:
     return F.split(F.regexp_replace(F.trim(col), r"[\[\]\s]", ""), ",")
 
 
-def _first_reason(*pairs: tuple[Column, str]) -> Column:
+def first_reason(*pairs: tuple[Column, str]) -> Column:
     """The reason of the first condition that holds (null when none does)."""
     expr = None
     for cond, reason in pairs:
@@ -205,7 +205,7 @@ def parse_traces(raw: DataFrame, key_map: dict[str, int]) -> DataFrame:
         df = df.withColumn("trace_latency", F.lit(None).cast("double"))
         latency_bad = F.lit(False)
 
-    reason = _first_reason(
+    reason = first_reason(
         (F.col(CORRUPT).isNotNull(), Reason.MALFORMED_CSV_ROW),
         (F.col("block_id").isNull() | (F.col("block_id") == ""), Reason.MISSING_BLOCK_ID),
         (F.col("_dup") > 1, Reason.DUPLICATE_BLOCK_ID),
@@ -270,7 +270,7 @@ def parse_labels(raw: DataFrame, trace_block_ids: DataFrame) -> DataFrame:
         .withColumn("_dup", F.count(F.lit(1)).over(Window.partitionBy("block_id")))
         .join(known, "block_id", "left")
     )
-    reason = _first_reason(
+    reason = first_reason(
         (F.col(CORRUPT).isNotNull(), Reason.MALFORMED_CSV_ROW),
         (F.col("block_id").isNull() | (F.col("block_id") == ""), Reason.MISSING_BLOCK_ID),
         (F.col("label_value").isNull(), Reason.MALFORMED_LABEL),

@@ -15,8 +15,9 @@ from pyspark.sql import functions as F
 
 from deeplog_spark import schemas
 from deeplog_spark.config import Config
-from deeplog_spark.ingest import ingest, read_anomaly_labels, read_event_traces, read_templates
+from deeplog_spark.ingest import InputError, build_traces, ingest, read_anomaly_labels, read_event_traces, read_templates
 from deeplog_spark.logs import stage
+from deeplog_spark.schemas import Reason
 from deeplog_spark.split import assign_split
 from deeplog_spark.tables import read_table, table_version, write_table
 from deeplog_spark.windows import sliding_windows
@@ -94,6 +95,59 @@ def _ingest_counts(spark: SparkSession, cfg: Config, res) -> dict:
         if label_rows != label_ok + label_rejected:
             raise ConservationError(f"label rows {label_rows} != matched {label_ok} + rejected {label_rejected}")
     return counts
+
+
+def run_ingest_raw(spark: SparkSession, cfg: Config, ingested_at: dt.datetime | None = None) -> dict:
+    """Ingest raw HDFS log files (``raw_logs``) into the templates, traces, rejects and
+    template_counts tables; labels come from ``anomaly_labels`` when set. Returns the counts.
+
+    A label row for a block that is not in these logs is not a reject here (a label file covers
+    the whole dataset, a day of logs only some of it); such rows are counted.
+    """
+    from deeplog_spark.ingest import label_rejects, parse_labels
+    from deeplog_spark.raw_ingest import parse_lines, raw_rejects, read_raw_logs, sessions, template_counts
+
+    ingested_at = ingested_at or dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    with stage("ingest-raw") as st:
+        if not cfg.raw_logs:
+            raise InputError("no raw logs configured: pass --raw_logs PATH")
+        templates = read_templates(spark, cfg.templates)
+        parsed = parse_lines(read_raw_logs(spark, cfg.raw_logs), [r.asDict() for r in templates.collect()])
+        parsed = parsed.persist(StorageLevel.MEMORY_AND_DISK)
+        try:
+            sess = sessions(parsed)
+            rejects = raw_rejects(parsed, ingested_at)
+            labels = None
+            if cfg.anomaly_labels:
+                labels = parse_labels(read_anomaly_labels(spark, cfg.anomaly_labels), sess.select("block_id"))
+                labels = labels.where(F.col("reason").isNull() | (F.col("reason") != Reason.LABEL_UNKNOWN_BLOCK))
+                rejects = rejects.unionByName(label_rejects(labels, ingested_at))
+            traces = assign_split(build_traces(sess, labels), cfg.seed, cfg.train_ratio, cfg.val_ratio)
+            write_table(templates, cfg.table_path(schemas.TEMPLATES))
+            write_table(traces, cfg.table_path(schemas.TRACES))
+            write_table(rejects, cfg.table_path(schemas.INGEST_REJECTS))
+            write_table(template_counts(parsed, templates), cfg.table_path(schemas.TEMPLATE_COUNTS))
+            by_reason = {r["reason"]: r["n"] for r in parsed.groupBy("reason").agg(F.count(F.lit(1)).alias("n")).collect()}
+        finally:
+            parsed.unpersist()
+        lines = sum(by_reason.values())
+        accepted = by_reason.pop(None, 0)
+        stored = read_table(spark, cfg.table_path(schemas.INGEST_REJECTS)).where(
+            F.col("source") == schemas.SOURCE_RAW_LOG).count()
+        if lines != accepted + stored:
+            raise ConservationError(f"log lines {lines} != accepted {accepted} + rejected {stored}")
+        agg = read_table(spark, cfg.table_path(schemas.TRACES)).agg(
+            F.count(F.lit(1)).alias("blocks"), F.sum("event_count").alias("events"),
+            F.sum(F.when(F.col("label") == 1, 1).otherwise(0)).alias("anomalies"),
+            F.sum(F.when(F.col("label").isNull(), 1).otherwise(0)).alias("unlabelled")).first()
+        per_template = {r["event_key"]: r["lines"]
+                        for r in read_table(spark, cfg.table_path(schemas.TEMPLATE_COUNTS)).collect() if r["lines"]}
+        log.info("ingest-raw: lines per template %s", per_template)
+        st.update(lines=lines, accepted_lines=accepted, rejected_lines=stored,
+                  rejects_by_reason=dict(sorted(by_reason.items())), blocks=agg["blocks"],
+                  events=int(agg["events"] or 0), anomalies=int(agg["anomalies"] or 0),
+                  unlabelled=int(agg["unlabelled"] or 0))
+    return {**dict(st), "lines_per_template": per_template}
 
 
 def run_windows(spark: SparkSession, cfg: Config) -> dict:

@@ -22,6 +22,7 @@ WINDOWS = "windows"
 PREDICTIONS = "predictions"
 VERDICTS = "verdicts"
 METRICS = "metrics"
+TEMPLATE_COUNTS = "template_counts"
 
 #: Event id used to left-pad windows of sessions shorter than h+1; real event ids start at 1.
 PADDING_ID = 0
@@ -101,8 +102,14 @@ class Reason:
     MALFORMED_LATENCY = "malformed_latency"
     DUPLICATE_LABEL = "duplicate_label"
     LABEL_UNKNOWN_BLOCK = "label_unknown_block"
+    # raw HDFS log lines
+    MALFORMED_LOG_LINE = "malformed_log_line"
+    MALFORMED_TIMESTAMP = "malformed_timestamp"
+    UNKNOWN_TEMPLATE = "unknown_template"
+    NO_BLOCK_ID = "no_block_id"
 
 
 # Input sources named in ingest_rejects.source.
 SOURCE_EVENT_TRACES = "event_traces"
 SOURCE_ANOMALY_LABELS = "anomaly_labels"
+SOURCE_RAW_LOG = "raw_log"

@@ -37,6 +37,12 @@ def _ingest(spark, cfg, opts):
     return run_ingest(spark, cfg)
 
 
+def _ingest_raw(spark, cfg, opts):
+    from deeplog_spark.pipeline import run_ingest_raw
+
+    return run_ingest_raw(spark, cfg)
+
+
 def _windows(spark, cfg, opts):
     from deeplog_spark.pipeline import run_windows
 
@@ -80,6 +86,8 @@ def _full(spark, cfg, opts):
 TASKS: dict[str, Task] = {
     "ingest": Task("parse Event_traces + labels + templates, split by BlockId",
                    "tables templates, traces, ingest_rejects", _ingest),
+    "ingest-raw": Task("parse raw HDFS log files (--raw_logs) into traces with real time intervals",
+                       "tables templates, traces, ingest_rejects, template_counts", _ingest_raw),
     "windows": Task("explode sessions into sliding windows of length h", "table windows", _windows),
     "key": Task("train the Key LSTM (Petastorm + TorchDistributor)",
                 "runs/<run>/key_model.pt, key_history.json, key_loss_curve.png", _train("key")),

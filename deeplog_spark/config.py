@@ -44,6 +44,9 @@ class Config:
     anomaly_labels: str = _field("data", "anomaly_label.csv; empty string for none")
     templates: str = _field("data", "HDFS.log_templates.csv (EventId,EventTemplate)")
     raw_logs: str = _field("data", "raw HDFS log files for --task ingest-raw (plain/.gz, glob or directory)")
+    ingest_batch: str = _field("data", "name of an input batch (e.g. a day of logs); ingest default: the input's "
+                                       "file or folder name; detect: score only this batch ('' = all)")
+    append: bool = _field("data", "ingest/windows: add or replace this batch in existing tables, keep the others")
     # [tables]
     tables_root: str = _field("tables", "directory holding the Delta tables")
     artifacts_root: str = _field("tables", "directory for model runs and plots")
@@ -240,6 +243,9 @@ def _coerce(key: str, raw: Any) -> Any:
     raise ConfigError(f"config key {key}: expected {want.__name__}, got {raw!r}")
 
 
+#: Names that end up in file paths or SQL predicates (batches, run ids): no quotes, slashes or spaces.
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
 _BOOLS = {"true": True, "false": False, "1": True, "0": False, "yes": True, "no": False}
 
 
@@ -274,6 +280,8 @@ def _validate(cfg: Config) -> None:
     _check(abs(total - 1.0) < 1e-9, "train_ratio", cfg.train_ratio,
            f"train_ratio + val_ratio + test_ratio must sum to 1 (got {total:g})")
     _check(cfg.train_ratio > 0, "train_ratio", cfg.train_ratio, "must be > 0")
+    _check(cfg.ingest_batch == "" or bool(_NAME.match(cfg.ingest_batch)), "ingest_batch", cfg.ingest_batch,
+           "use letters, digits, '.', '_' and '-' (max 64)")
     for key in ("event_traces", "templates", "tables_root", "artifacts_root", "master"):
         _check(bool(getattr(cfg, key).strip()), key, getattr(cfg, key), "must not be empty")
 

@@ -159,6 +159,7 @@ def decide(scored: DataFrame, run_id: str, g: int, k: float, value_threshold: fl
         "value_error", value_anomaly.alias("value_anomaly"),
         (key_anomaly | F.coalesce(value_anomaly, F.lit(False))).alias("fused_anomaly"),
         window_score.cast("double").alias("window_score"),
+        "ingest_batch",
     )
 
 
@@ -167,7 +168,7 @@ def session_verdicts(predictions: DataFrame) -> DataFrame:
     fused_pos = F.when(F.col("fused_anomaly"), F.col("position"))
     first = F.min_by(F.struct(F.col("window"), F.col("y_true").alias("next_event"), F.col("key_reason")), fused_pos)
     return (
-        predictions.groupBy("run_id", "g", "k", "block_id", "split", "label")
+        predictions.groupBy("run_id", "g", "k", "block_id", "split", "label", "ingest_batch")
         .agg(
             F.max(F.col("fused_anomaly").cast("int")).cast("boolean").alias("anomalous"),
             F.max(F.col("key_anomaly").cast("int")).cast("boolean").alias("key_anomalous"),
@@ -188,11 +189,17 @@ def session_verdicts(predictions: DataFrame) -> DataFrame:
     )
 
 
-def replace_rows(df: DataFrame, path: str, run_id: str, g: int, k: float) -> None:
-    """Write ``df`` as the rows of (run_id, g, k) in the Delta table at ``path``, replacing them."""
+def _rows_of(run_id: str, g: int, k: float, batch: str = "") -> str:
+    """SQL predicate of one detection's rows (names are validated: no quotes can get in)."""
+    cond = f"run_id = '{validate_run_id(run_id)}' AND g = {int(g)} AND k = {float(k)!r}"
+    return cond + (f" AND ingest_batch = '{validate_run_id(batch)}'" if batch else "")
+
+
+def replace_rows(df: DataFrame, path: str, run_id: str, g: int, k: float, batch: str = "") -> None:
+    """Write ``df`` as the rows of (run_id, g, k[, batch]) in the Delta table at ``path``, replacing them."""
     from delta.tables import DeltaTable
 
-    cond = f"run_id = '{validate_run_id(run_id)}' AND g = {int(g)} AND k = {float(k)!r}"
+    cond = _rows_of(run_id, g, k, batch)
     writer = df.write.format("delta").option("mergeSchema", "true")
     if DeltaTable.isDeltaTable(df.sparkSession, path):
         writer.mode("overwrite").option("replaceWhere", cond).save(path)
@@ -201,33 +208,42 @@ def replace_rows(df: DataFrame, path: str, run_id: str, g: int, k: float) -> Non
 
 
 def run_detect(spark: SparkSession, cfg: Config, model: str | None = None) -> dict:
-    """Score the windows table with run ``model`` (default: latest) at (top_g, k_sigma)."""
+    """Score the windows table with run ``model`` (default: latest) at (top_g, k_sigma).
+
+    With ``ingest_batch`` set only that batch's windows are scored, and only its rows replaced.
+    """
     with stage("detect") as st:
         bundle = ModelBundle(cfg.artifacts_root, model)
         if cfg.top_g > bundle.vocab_size + 1:
             raise InputError(f"--top_g {cfg.top_g} exceeds the model's {bundle.vocab_size + 1} outputs")
         spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(cfg.detect_batch_size))
         windows = read_table(spark, cfg.table_path(schemas.WINDOWS))
+        batch = cfg.ingest_batch
+        if batch:
+            windows = windows.where(F.col("ingest_batch") == batch)
+            if windows.limit(1).count() == 0:
+                raise InputError(f"no windows of batch {batch!r}: ingest it and run the windows task first")
         threshold = bundle.value_threshold(cfg.k_sigma)
         t0 = time.perf_counter()
         scored = score_windows(spark, windows, bundle, cfg.top_g, cfg.detect_batch_size, cfg.distinct_scoring)
         preds = decide(scored, bundle.run_id, cfg.top_g, cfg.k_sigma, threshold)
         pred_path = cfg.table_path(schemas.PREDICTIONS)
-        replace_rows(preds, pred_path, bundle.run_id, cfg.top_g, cfg.k_sigma)
+        replace_rows(preds, pred_path, bundle.run_id, cfg.top_g, cfg.k_sigma, batch)
         score_s = time.perf_counter() - t0
-        mine = (read_table(spark, pred_path)
-                .where((F.col("run_id") == bundle.run_id) & (F.col("g") == cfg.top_g) & (F.col("k") == cfg.k_sigma)))
+        mine = read_table(spark, pred_path).where(_rows_of(bundle.run_id, cfg.top_g, cfg.k_sigma, batch))
         verdicts = session_verdicts(mine)
-        replace_rows(verdicts, cfg.table_path(schemas.VERDICTS), bundle.run_id, cfg.top_g, cfg.k_sigma)
+        replace_rows(verdicts, cfg.table_path(schemas.VERDICTS), bundle.run_id, cfg.top_g, cfg.k_sigma, batch)
         v = read_table(spark, cfg.table_path(schemas.VERDICTS)).where(
-            (F.col("run_id") == bundle.run_id) & (F.col("g") == cfg.top_g) & (F.col("k") == cfg.k_sigma))
+            _rows_of(bundle.run_id, cfg.top_g, cfg.k_sigma, batch))
         counts = v.agg(F.count(F.lit(1)).alias("sessions"), F.sum(F.col("anomalous").cast("int")).alias("anomalous"),
                        F.sum("n_windows").alias("windows")).first()
         stats = {"run_id": bundle.run_id, "g": cfg.top_g, "k": cfg.k_sigma, "value_threshold": threshold,
+                 "ingest_batch": batch or None,
                  "windows": int(counts["windows"] or 0), "sessions": int(counts["sessions"] or 0),
                  "anomalous_sessions": int(counts["anomalous"] or 0), "distinct_scoring": cfg.distinct_scoring,
                  "scoring_seconds": round(score_s, 2),
                  "windows_per_s": round((counts["windows"] or 0) / max(score_s, 1e-9), 1)}
-        write_json(bundle.dir / "detection" / f"detection_stats_g{cfg.top_g}_k{cfg.k_sigma}.json", stats)
+        suffix = f"_{batch}" if batch else ""
+        write_json(bundle.dir / "detection" / f"detection_stats_g{cfg.top_g}_k{cfg.k_sigma}{suffix}.json", stats)
         st.update(stats)
     return stats

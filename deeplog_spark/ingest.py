@@ -249,6 +249,7 @@ def _rejects(df: DataFrame, source: str, raw_cols: list[str], ingested_at: dt.da
         F.col("reason"),
         F.col("detail"),
         F.lit(ingested_at).cast("timestamp").alias("ingested_at"),
+        F.lit(None).cast("string").alias("ingest_batch"),  # set by the stage that writes the batch
     ).select(*[F.col(f.name).cast(f.dataType) for f in INGEST_REJECTS_SCHEMA.fields])
 
 

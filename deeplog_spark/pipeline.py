@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 from pathlib import Path
 
 from pyspark import StorageLevel
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from deeplog_spark import schemas
@@ -19,7 +20,7 @@ from deeplog_spark.ingest import InputError, build_traces, ingest, read_anomaly_
 from deeplog_spark.logs import stage
 from deeplog_spark.schemas import Reason
 from deeplog_spark.split import assign_split
-from deeplog_spark.tables import read_table, table_version, write_table
+from deeplog_spark.tables import read_table, table_exists, table_version, write_batches, write_table
 from deeplog_spark.windows import sliding_windows
 
 log = logging.getLogger(__name__)
@@ -29,13 +30,46 @@ class ConservationError(RuntimeError):
     """Input rows != accepted + rejected: a bug, never an input problem."""
 
 
+def batch_name(cfg: Config, input_path: str) -> str:
+    """The ingest batch: ``ingest_batch`` when set, else the input's file or folder name (sanitised)."""
+    if cfg.ingest_batch:
+        return cfg.ingest_batch
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", Path(input_path.rstrip("/")).name).lstrip("._-")[:64]
+    return name or "batch"
+
+
+def drop_already_ingested(spark: SparkSession, cfg: Config, traces: DataFrame, batch: str, source: str,
+                          ingested_at: dt.datetime) -> tuple[DataFrame, DataFrame]:
+    """Append mode: (traces of blocks not yet in another batch, reject rows for the others)."""
+    path = cfg.table_path(schemas.TRACES)
+    if not table_exists(spark, path):
+        return traces, spark.createDataFrame([], schemas.INGEST_REJECTS_SCHEMA)
+    other = (read_table(spark, path).where(F.coalesce(F.col("ingest_batch"), F.lit("")) != batch)
+             .select("block_id", F.col("ingest_batch").alias("_prev")))
+    dup = traces.join(other, "block_id")
+    rejects = dup.select(
+        F.lit(source).alias("source"), F.col("source_file"), F.col("block_id"),
+        F.to_json(F.struct("events", "intervals")).alias("raw"), F.lit(Reason.BLOCK_ALREADY_INGESTED).alias("reason"),
+        F.format_string("already ingested in batch %s (a block's events must arrive in one batch)",
+                        F.col("_prev")).alias("detail"),
+        F.lit(ingested_at).cast("timestamp").alias("ingested_at"), F.lit(batch).alias("ingest_batch"),
+    ).select(*[F.col(f.name).cast(f.dataType) for f in schemas.INGEST_REJECTS_SCHEMA.fields])
+    return traces.join(other.select("block_id"), "block_id", "left_anti"), rejects
+
+
+def _in_batch(df: DataFrame, batch: str) -> DataFrame:
+    return df.where(F.col("ingest_batch") == batch)
+
+
 def run_ingest(spark: SparkSession, cfg: Config, ingested_at: dt.datetime | None = None) -> dict:
     """Ingest Event_traces + labels + templates into the templates, traces and rejects tables.
 
-    Returns the row counts it logged.
+    With ``append`` the batch is added to (or replaced in) existing tables. Returns the row
+    counts it logged.
     """
     ingested_at = ingested_at or dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
     with stage("ingest") as st:
+        batch = batch_name(cfg, cfg.event_traces)
         templates = read_templates(spark, cfg.templates)
         raw_traces = read_event_traces(spark, cfg.event_traces)
         raw_labels = read_anomaly_labels(spark, cfg.anomaly_labels) if cfg.anomaly_labels else None
@@ -45,11 +79,16 @@ def run_ingest(spark: SparkSession, cfg: Config, ingested_at: dt.datetime | None
         if res.parsed_labels is not None:
             res.parsed_labels.persist(StorageLevel.MEMORY_AND_DISK)
         try:
-            traces = assign_split(res.traces, cfg.seed, cfg.train_ratio, cfg.val_ratio)
+            traces = assign_split(res.traces, cfg.seed, cfg.train_ratio, cfg.val_ratio).withColumn(
+                "ingest_batch", F.lit(batch))
+            rejects = res.rejects.withColumn("ingest_batch", F.lit(batch))
+            if cfg.append:
+                traces, dup = drop_already_ingested(spark, cfg, traces, batch, schemas.SOURCE_EVENT_TRACES, ingested_at)
+                rejects = rejects.unionByName(dup)
             write_table(templates, cfg.table_path(schemas.TEMPLATES))
-            write_table(traces, cfg.table_path(schemas.TRACES))
-            write_table(res.rejects, cfg.table_path(schemas.INGEST_REJECTS))
-            counts = _ingest_counts(spark, cfg, res)
+            write_batches(traces, cfg.table_path(schemas.TRACES), [batch], cfg.append)
+            write_batches(rejects, cfg.table_path(schemas.INGEST_REJECTS), [batch], cfg.append)
+            counts = _ingest_counts(spark, cfg, res, batch)
         finally:
             res.parsed_traces.unpersist()
             if res.parsed_labels is not None:
@@ -58,13 +97,13 @@ def run_ingest(spark: SparkSession, cfg: Config, ingested_at: dt.datetime | None
     return counts
 
 
-def _ingest_counts(spark: SparkSession, cfg: Config, res) -> dict:
+def _ingest_counts(spark: SparkSession, cfg: Config, res, batch: str) -> dict:
     by_reason = {
         (r["source"], r["reason"]): r["n"]
-        for r in read_table(spark, cfg.table_path(schemas.INGEST_REJECTS))
+        for r in _in_batch(read_table(spark, cfg.table_path(schemas.INGEST_REJECTS)), batch)
         .groupBy("source", "reason").agg(F.count(F.lit(1)).alias("n")).collect()
     }
-    traces = read_table(spark, cfg.table_path(schemas.TRACES))
+    traces = _in_batch(read_table(spark, cfg.table_path(schemas.TRACES)), batch)
     agg = traces.agg(
         F.count(F.lit(1)).alias("traces"),
         F.sum(F.when(F.col("label") == 1, 1).otherwise(0)).alias("anomalies"),
@@ -75,6 +114,7 @@ def _ingest_counts(spark: SparkSession, cfg: Config, res) -> dict:
     trace_rows = res.parsed_traces.count()
     trace_rejected = sum(n for (src, _), n in by_reason.items() if src == schemas.SOURCE_EVENT_TRACES)
     counts = {
+        "ingest_batch": batch,
         "trace_rows": trace_rows,
         "traces": agg["traces"],
         "trace_rejects": trace_rejected,
@@ -111,39 +151,49 @@ def run_ingest_raw(spark: SparkSession, cfg: Config, ingested_at: dt.datetime | 
     with stage("ingest-raw") as st:
         if not cfg.raw_logs:
             raise InputError("no raw logs configured: pass --raw_logs PATH")
+        batch = batch_name(cfg, cfg.raw_logs)
         templates = read_templates(spark, cfg.templates)
         parsed = parse_lines(read_raw_logs(spark, cfg.raw_logs), [r.asDict() for r in templates.collect()])
         parsed = parsed.persist(StorageLevel.MEMORY_AND_DISK)
         try:
             sess = sessions(parsed)
-            rejects = raw_rejects(parsed, ingested_at)
+            rejects = raw_rejects(parsed, ingested_at).withColumn("ingest_batch", F.lit(batch))
             labels = None
             if cfg.anomaly_labels:
                 labels = parse_labels(read_anomaly_labels(spark, cfg.anomaly_labels), sess.select("block_id"))
                 labels = labels.where(F.col("reason").isNull() | (F.col("reason") != Reason.LABEL_UNKNOWN_BLOCK))
                 rejects = rejects.unionByName(label_rejects(labels, ingested_at))
-            traces = assign_split(build_traces(sess, labels), cfg.seed, cfg.train_ratio, cfg.val_ratio)
+            traces = assign_split(build_traces(sess, labels), cfg.seed, cfg.train_ratio, cfg.val_ratio).withColumn(
+                "ingest_batch", F.lit(batch))
+            if cfg.append:
+                traces, dup = drop_already_ingested(spark, cfg, traces, batch, schemas.SOURCE_RAW_LOG, ingested_at)
+                rejects = rejects.unionByName(dup)
             write_table(templates, cfg.table_path(schemas.TEMPLATES))
-            write_table(traces, cfg.table_path(schemas.TRACES))
-            write_table(rejects, cfg.table_path(schemas.INGEST_REJECTS))
-            write_table(template_counts(parsed, templates), cfg.table_path(schemas.TEMPLATE_COUNTS))
+            write_batches(traces, cfg.table_path(schemas.TRACES), [batch], cfg.append)
+            write_batches(rejects, cfg.table_path(schemas.INGEST_REJECTS), [batch], cfg.append)
+            write_batches(template_counts(parsed, templates).withColumn("ingest_batch", F.lit(batch)),
+                          cfg.table_path(schemas.TEMPLATE_COUNTS), [batch], cfg.append)
             by_reason = {r["reason"]: r["n"] for r in parsed.groupBy("reason").agg(F.count(F.lit(1)).alias("n")).collect()}
         finally:
             parsed.unpersist()
         lines = sum(by_reason.values())
         accepted = by_reason.pop(None, 0)
-        stored = read_table(spark, cfg.table_path(schemas.INGEST_REJECTS)).where(
-            F.col("source") == schemas.SOURCE_RAW_LOG).count()
+        raw_rejected = _in_batch(read_table(spark, cfg.table_path(schemas.INGEST_REJECTS)), batch).where(
+            F.col("source") == schemas.SOURCE_RAW_LOG)
+        stored = raw_rejected.where(F.col("reason") != Reason.BLOCK_ALREADY_INGESTED).count()
         if lines != accepted + stored:
             raise ConservationError(f"log lines {lines} != accepted {accepted} + rejected {stored}")
-        agg = read_table(spark, cfg.table_path(schemas.TRACES)).agg(
+        already = raw_rejected.where(F.col("reason") == Reason.BLOCK_ALREADY_INGESTED).count()
+        agg = _in_batch(read_table(spark, cfg.table_path(schemas.TRACES)), batch).agg(
             F.count(F.lit(1)).alias("blocks"), F.sum("event_count").alias("events"),
             F.sum(F.when(F.col("label") == 1, 1).otherwise(0)).alias("anomalies"),
             F.sum(F.when(F.col("label").isNull(), 1).otherwise(0)).alias("unlabelled")).first()
-        per_template = {r["event_key"]: r["lines"]
-                        for r in read_table(spark, cfg.table_path(schemas.TEMPLATE_COUNTS)).collect() if r["lines"]}
+        per_template = {r["event_key"]: r["lines"] for r in
+                        _in_batch(read_table(spark, cfg.table_path(schemas.TEMPLATE_COUNTS)), batch).collect()
+                        if r["lines"]}
         log.info("ingest-raw: lines per template %s", per_template)
-        st.update(lines=lines, accepted_lines=accepted, rejected_lines=stored,
+        st.update(ingest_batch=batch, lines=lines, accepted_lines=accepted, rejected_lines=stored,
+                  blocks_already_ingested=already,
                   rejects_by_reason=dict(sorted(by_reason.items())), blocks=agg["blocks"],
                   events=int(agg["events"] or 0), anomalies=int(agg["anomalies"] or 0),
                   unlabelled=int(agg["unlabelled"] or 0))
@@ -151,18 +201,38 @@ def run_ingest_raw(spark: SparkSession, cfg: Config, ingested_at: dt.datetime | 
 
 
 def run_windows(spark: SparkSession, cfg: Config) -> dict:
-    """Explode the traces table into the windows table (replacing it). Returns its counts."""
+    """Explode the traces table into the windows table. Returns its counts.
+
+    ``append=False``: rebuild the whole table. ``append=True``: window only the batches of
+    ``traces`` that have no windows yet (or the batch named by ``ingest_batch``) and keep the rest.
+    """
     with stage("windows") as st:
         traces_path = cfg.table_path(schemas.TRACES)
         traces = read_table(spark, traces_path)
-        windows = sliding_windows(traces, cfg.h)
         path = cfg.table_path(schemas.WINDOWS)
-        write_table(windows, path, partition_by=["split"])
+        batches: list[str] = []
+        if cfg.append:
+            batches = _new_batches(spark, cfg, traces, path)
+            traces = traces.where(F.col("ingest_batch").isin(batches))
+            st["batches"] = ",".join(batches) or "none"
+        windows = sliding_windows(traces, cfg.h)
+        write_batches(windows, path, batches, cfg.append, partition_by=["split"])
         written = read_table(spark, path)
+        if cfg.append:
+            written = written.where(F.col("ingest_batch").isin(batches))
         splits = {r["split"]: r["n"] for r in written.groupBy("split").agg(F.count(F.lit(1)).alias("n")).collect()}
         st.update(h=cfg.h, traces_version=table_version(spark, traces_path),
                   windows=sum(splits.values()), splits=splits)
     return dict(st)
+
+
+def _new_batches(spark: SparkSession, cfg: Config, traces: DataFrame, windows_path: str) -> list[str]:
+    if cfg.ingest_batch:
+        return [cfg.ingest_batch]
+    have = set()
+    if table_exists(spark, windows_path):
+        have = {r[0] for r in read_table(spark, windows_path).select("ingest_batch").distinct().collect()}
+    return sorted({r[0] for r in traces.select("ingest_batch").distinct().collect() if r[0] is not None} - have)
 
 
 def run_pipeline(spark: SparkSession, cfg: Config) -> dict:

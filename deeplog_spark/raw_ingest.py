@@ -93,6 +93,7 @@ def raw_rejects(parsed: DataFrame, ingested_at: dt.datetime) -> DataFrame:
                F.format_string("the content matches none of the templates; it names %d block(s)",
                                F.size("block_ids"))).alias("detail"),
         F.lit(ingested_at).cast("timestamp").alias("ingested_at"),
+        F.lit(None).cast("string").alias("ingest_batch"),
     ).select(*[F.col(f.name).cast(f.dataType) for f in INGEST_REJECTS_SCHEMA.fields])
 
 

@@ -46,6 +46,7 @@ TRACES_SCHEMA = StructType(
         StructField("type", StringType(), True),
         StructField("latency", DoubleType(), True),
         StructField("source_file", StringType(), True),
+        StructField("ingest_batch", StringType(), True),
     ]
 )
 
@@ -58,6 +59,7 @@ INGEST_REJECTS_SCHEMA = StructType(
         StructField("reason", StringType(), False),
         StructField("detail", StringType(), True),
         StructField("ingested_at", TimestampType(), False),
+        StructField("ingest_batch", StringType(), True),
     ]
 )
 
@@ -71,6 +73,7 @@ WINDOWS_SCHEMA = StructType(
         StructField("next_event", IntegerType(), False),
         StructField("window_intervals", ArrayType(FloatType()), True),
         StructField("next_interval", FloatType(), True),
+        StructField("ingest_batch", StringType(), True),
     ]
 )
 
@@ -102,6 +105,7 @@ class Reason:
     MALFORMED_LATENCY = "malformed_latency"
     DUPLICATE_LABEL = "duplicate_label"
     LABEL_UNKNOWN_BLOCK = "label_unknown_block"
+    BLOCK_ALREADY_INGESTED = "block_already_ingested"
     # raw HDFS log lines
     MALFORMED_LOG_LINE = "malformed_log_line"
     MALFORMED_TIMESTAMP = "malformed_timestamp"

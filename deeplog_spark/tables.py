@@ -21,6 +21,22 @@ def write_table(df: DataFrame, path: str, partition_by: Sequence[str] = ()) -> N
     writer.save(path)
 
 
+def write_batches(df: DataFrame, path: str, batches: Sequence[str], append: bool,
+                  partition_by: Sequence[str] = ()) -> None:
+    """Write ``df`` (rows of the given ingest batches) to the Delta table at ``path``.
+
+    ``append=False``: replace the whole table. ``append=True``: replace only the rows of these
+    batches (``replaceWhere``) and keep the others, so re-running a batch is idempotent.
+    """
+    spark = df.sparkSession
+    if not append or not table_exists(spark, path):
+        write_table(df, path, partition_by)
+        return
+    names = ", ".join("'" + b.replace("'", "") + "'" for b in batches)  # batch names are validated: no quotes
+    (df.write.format("delta").mode("overwrite").option("replaceWhere", f"ingest_batch IN ({names})")
+     .option("mergeSchema", "true").save(path))
+
+
 def table_exists(spark: SparkSession, path: str) -> bool:
     """Whether a Delta table exists at ``path``."""
     from delta.tables import DeltaTable

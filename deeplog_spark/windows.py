@@ -36,6 +36,7 @@ def sliding_windows(traces: DataFrame, h: int) -> DataFrame:
     padded = (
         traces.select(
             "block_id", "split", "label",
+            (F.col("ingest_batch") if "ingest_batch" in traces.columns else F.lit(None)).alias("ingest_batch"),
             _left_pad(F.col("events"), n, h, F.lit(PADDING_ID)).alias("_ev"),
             _left_pad(F.col("intervals").cast("array<float>"), n, h, F.lit(0.0).cast("float")).alias("_iv"),
         )
@@ -53,5 +54,6 @@ def sliding_windows(traces: DataFrame, h: int) -> DataFrame:
         F.element_at("_ev", pos + h + 1).alias("next_event"),
         F.slice("_iv", pos + 1, h).alias("window_intervals"),
         F.element_at("_iv", pos + h + 1).alias("next_interval"),
+        "ingest_batch",
     )
     return out.select(*[F.col(f.name).cast(f.dataType) for f in WINDOWS_SCHEMA.fields])

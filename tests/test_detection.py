@@ -52,7 +52,7 @@ def detect_cfg(spark, cfg):
     rows = []
     for block, split, label, ws in BLOCKS:
         for pos, (w, nxt, iv) in enumerate(ws):
-            rows.append((block, split, label, pos, w, nxt, [0.5] * H, iv))
+            rows.append((block, split, label, pos, w, nxt, [0.5] * H, iv, "day1"))
     write_table(spark.createDataFrame(rows, schemas.WINDOWS_SCHEMA), cfg.table_path(schemas.WINDOWS))
     _fake_run(cfg.artifacts_root)
     return cfg.replace(h=H, top_g=3, k_sigma=3.0)
@@ -163,3 +163,22 @@ def test_evaluate_writes_metrics_table_and_reports(spark, detect_cfg):
     assert first == 2 * 3 * 3  # (default, val_chosen) x (train, val, test) x (key, value, fused)
     run_evaluate(spark, detect_cfg)
     assert read_table(spark, detect_cfg.table_path(schemas.METRICS)).count() == 2 * first  # appended
+
+
+def test_detect_one_ingest_batch_adds_only_its_rows(spark, detect_cfg):
+    """A new day appended to the windows table is scored alone; earlier days keep their rows."""
+    cfg = detect_cfg
+    run_detect(spark, cfg)
+    before = sorted(tuple(r) for r in read_table(spark, cfg.table_path(schemas.VERDICTS)).drop("k").collect())
+    day2 = [("b_day2", "test", None, 0, [1, 2, 3], 4, [0.5] * H, 0.5, "day2")]
+    spark.createDataFrame(day2, schemas.WINDOWS_SCHEMA).write.format("delta").mode("append").save(
+        cfg.table_path(schemas.WINDOWS))
+    stats = run_detect(spark, cfg.replace(ingest_batch="day2"))
+    assert (stats["sessions"], stats["windows"], stats["ingest_batch"]) == (1, 1, "day2")
+    verdicts = read_table(spark, cfg.table_path(schemas.VERDICTS))
+    assert sorted(tuple(r) for r in verdicts.where(F.col("ingest_batch") == "day1").drop("k").collect()) == before
+    assert [r.block_id for r in verdicts.where(F.col("ingest_batch") == "day2").collect()] == ["b_day2"]
+    run_detect(spark, cfg.replace(ingest_batch="day2"))  # again: replaces its own rows only
+    assert read_table(spark, cfg.table_path(schemas.PREDICTIONS)).count() == sum(len(b[3]) for b in BLOCKS) + 1
+    with pytest.raises(Exception, match="no windows of batch"):
+        run_detect(spark, cfg.replace(ingest_batch="day3"))

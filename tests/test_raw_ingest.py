@@ -9,7 +9,7 @@ from pyspark.sql import functions as F
 
 from deeplog_spark import schemas
 from deeplog_spark.ingest import read_templates
-from deeplog_spark.pipeline import run_ingest, run_ingest_raw
+from deeplog_spark.pipeline import run_ingest, run_ingest_raw, run_windows
 from deeplog_spark.raw_ingest import match_event, parse_lines, read_raw_logs
 from deeplog_spark.tables import read_table
 
@@ -118,3 +118,36 @@ def test_gzip_input_and_missing_path(spark, cfg, tmp_path):
     assert read_raw_logs(spark, str(gz)).count() == 3
     with pytest.raises(InputError, match="input not found"):
         read_raw_logs(spark, str(tmp_path / "nope.log")).count()
+
+
+def test_append_a_new_day_then_window_only_it(spark, cfg, tmp_path):
+    day1 = _write(tmp_path / "2008-11-09.log", LINES[:3])
+    day2 = _write(tmp_path / "2008-11-10.log", [
+        "081110 101010 143 INFO dfs.DataNode$DataXceiver: Receiving block blk_7 src: /10.0.0.1:5 dest: /10.0.0.2:50010",
+        "081110 101012 143 INFO dfs.DataNode$DataXceiver: Receiving block blk_7 src: /10.0.0.3:5 dest: /10.0.0.2:50010",
+        "081110 101013 145 INFO dfs.DataNode$PacketResponder: PacketResponder 1 for block blk_1 terminating",
+    ])
+    base = cfg.replace(anomaly_labels="", h=2)
+    first = run_ingest_raw(spark, base.replace(raw_logs=str(day1)))
+    assert first["ingest_batch"] == "2008-11-09.log"
+    run_windows(spark, base)
+    appended = base.replace(raw_logs=str(day2), append=True)
+    out = run_ingest_raw(spark, appended)
+    assert out["blocks"] == 1 and out["blocks_already_ingested"] == 1  # blk_1 belongs to day 1
+    traces = lambda: sorted(tuple(r) for r in read_table(spark, cfg.table_path(schemas.TRACES))  # noqa: E731
+                            .select("block_id", "events", "intervals", "ingest_batch").collect())
+    once = traces()
+    assert once == [("blk_1", [5, 22, 11], [0.0, 1.0, 10.0], "2008-11-09.log"),
+                    ("blk_7", [5, 5], [0.0, 2.0], "2008-11-10.log")]
+    run_ingest_raw(spark, appended)  # the same day again: same contents, no duplicates
+    assert traces() == once
+    rejects = read_table(spark, cfg.table_path(schemas.INGEST_REJECTS)).where(
+        F.col("reason") == "block_already_ingested").collect()
+    assert [(r.block_id, r.ingest_batch) for r in rejects] == [("blk_1", "2008-11-10.log")]
+    day1_windows = read_table(spark, cfg.table_path(schemas.WINDOWS)).collect()
+    w = run_windows(spark, appended)
+    assert w["batches"] == "2008-11-10.log"
+    windows = read_table(spark, cfg.table_path(schemas.WINDOWS))
+    assert sorted(map(tuple, windows.where(F.col("ingest_batch") == "2008-11-09.log").collect())) == \
+        sorted(map(tuple, day1_windows))
+    assert windows.where(F.col("block_id") == "blk_7").count() == 1

@@ -74,7 +74,7 @@ def test_value_threshold_is_fitted_on_train_normal_windows_only(spark, cfg):
             n = 14
             iv = [0.0] + list(np.round(scale * (1.0 + 0.1 * rng.standard_normal(n - 1)), 3))
             rows.append((f"blk_{split}_{label}_{i}", [5] * n, [float(abs(v)) for v in iv], label, split, n,
-                         None, None, None))
+                         None, None, None, None))
     traces = spark.createDataFrame(rows, schemas.TRACES_SCHEMA)
     write_table(traces, cfg.table_path(schemas.TRACES))
     write_table(spark.createDataFrame([(5, "E5", "t")], schemas.TEMPLATES_SCHEMA), cfg.table_path(schemas.TEMPLATES))

@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: run test venv ingest ingest-raw windows train train-key train-value detect evaluate visualize finetune full-pipeline \
+.PHONY: run test venv ingest ingest-raw windows train train-key train-value detect evaluate visualize finetune generate full-pipeline \
         clean-tables clean-models
 
 $(VENV)/.installed: requirements.txt requirements-petastorm.txt pyproject.toml
@@ -49,6 +49,8 @@ visualize: $(VENV)/.installed
 	./spark-submit.sh --task visual $(ARGS)
 finetune: $(VENV)/.installed
 	./spark-submit.sh --task online $(ARGS)
+generate: $(VENV)/.installed
+	./spark-submit.sh --task generate $(ARGS)
 full-pipeline: $(VENV)/.installed
 	./spark-submit.sh --task full-pipeline $(ARGS)
 

@@ -86,6 +86,11 @@ class Config:
     online_epochs: int = _field("online", "fine-tuning epochs of the online update")
     online_lr: float = _field("online", "Adam learning rate of the online update")
     online_replay: float = _field("online", "weight of replayed train-normal windows vs feedback (0 = none)")
+    # [generate]
+    gen_out: str = _field("generate", "output folder of the synthetic workload (--task generate)")
+    gen_blocks: int = _field("generate", "blocks to generate")
+    gen_anomaly_ratio: float = _field("generate", "share of anomalous blocks")
+    gen_timing_share: float = _field("generate", "share of the anomalies that are timing anomalies (a stalled interval)")
     # [spark]
     master: str = _field("spark", "Spark master for plain-python runs")
     shuffle_partitions: int = _field("spark", "spark.sql.shuffle.partitions")
@@ -268,6 +273,9 @@ def _validate(cfg: Config) -> None:
     _check(cfg.patience >= 0, "patience", cfg.patience, "must be >= 0")
     _check(cfg.lr > 0, "lr", cfg.lr, "must be > 0")
     _check(cfg.k_sigma >= 0, "k_sigma", cfg.k_sigma, "must be >= 0")
+    _check(cfg.gen_blocks >= 1, "gen_blocks", cfg.gen_blocks, "must be >= 1")
+    for key in ("gen_anomaly_ratio", "gen_timing_share"):
+        _check(0.0 <= getattr(cfg, key) <= 1.0, key, getattr(cfg, key), "must be in [0, 1]")
     _check(cfg.online_epochs >= 1, "online_epochs", cfg.online_epochs, "must be >= 1")
     _check(cfg.online_lr > 0, "online_lr", cfg.online_lr, "must be > 0")
     _check(cfg.online_replay >= 0, "online_replay", cfg.online_replay, "must be >= 0")

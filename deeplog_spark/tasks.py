@@ -83,6 +83,12 @@ def _full(spark, cfg, opts):
     return summary
 
 
+def _generate(spark, cfg, opts):
+    from deeplog_spark.generate import run_generate
+
+    return run_generate(spark, cfg)
+
+
 TASKS: dict[str, Task] = {
     "ingest": Task("parse Event_traces + labels + templates, split by BlockId",
                    "tables templates, traces, ingest_rejects", _ingest),
@@ -106,6 +112,8 @@ TASKS: dict[str, Task] = {
     "online": Task("fine-tune the Key LSTM on false positives (or --normal_blocks), a new model version",
                    "runs/<new run>/ (models, history, online/update_log.json), its predictions and verdicts; "
                    "<artifacts_root>/online/update_log.json", _online),
+    "generate": Task("write a SYNTHETIC full-size workload resampled from the real sample (--gen_blocks)",
+                     "<gen_out>/Event_traces.csv/, anomaly_label.csv/, GENERATED.md", _generate),
     "full-pipeline": Task("ingest -> windows -> both -> detect -> eval -> visual",
                           "all of the above", _full),
 }

@@ -215,6 +215,10 @@ def run_windows(spark: SparkSession, cfg: Config) -> dict:
             batches = _new_batches(spark, cfg, traces, path)
             traces = traces.where(F.col("ingest_batch").isin(batches))
             st["batches"] = ",".join(batches) or "none"
+        if cfg.append and not batches:
+            log.info("windows: every ingest batch already has its windows; nothing to do")
+            st.update(h=cfg.h, traces_version=table_version(spark, traces_path), windows=0, splits={})
+            return dict(st)
         windows = sliding_windows(traces, cfg.h)
         write_batches(windows, path, batches, cfg.append, partition_by=["split"])
         written = read_table(spark, path)

@@ -1,8 +1,9 @@
 """The task CLI (``./spark-submit.sh --task TASK``): every user-facing step of the pipeline by name.
 
 Tasks follow the DeepLog spec's ``run_training --task``: ``key``, ``value``, ``both``, ``detect``,
-``eval``, ``visual``, ``online`` and ``full-pipeline``, plus the two data steps ``ingest`` and
-``windows``. Each maps to one stage runner; the job prints the runner's summary as JSON.
+``eval``, ``visual``, ``online`` and ``full-pipeline``, plus the data steps ``ingest``,
+``ingest-raw``, ``windows`` and ``generate``. Each maps to one stage runner; the job prints the
+runner's summary as JSON.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Callable
 from pyspark.sql import SparkSession
 
 from deeplog_spark.cli import Option
-from deeplog_spark.config import Config
+from deeplog_spark.config import Config, ConfigError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -21,6 +22,7 @@ class Task:
     help: str
     writes: str
     run: Callable[[SparkSession, Config, dict], dict]
+    uses: tuple[str, ...] = ()  # the job options (besides --task) this task reads
 
 
 def _train(task: str):
@@ -103,15 +105,16 @@ TASKS: dict[str, Task] = {
     "both": Task("train both models (value skipped with a warning when there are no intervals)",
                  "the files of key and value, run.json", _train("both")),
     "detect": Task("score every window with --model at --top_g/--k_sigma, verdicts per BlockId",
-                   "tables predictions, verdicts; runs/<run>/detection/detection_stats_g<G>_k<K>.json", _detect),
+                   "tables predictions, verdicts; runs/<run>/detection/detection_stats_g<G>_k<K>.json", _detect,
+                   ("model",)),
     "eval": Task("session metrics per split at the default and val-chosen thresholds",
                  "table metrics; runs/<run>/eval/metrics.json, classification_report.md, "
-                 "f1_latency_table.csv, roc_curve.png, f1_comparison_bar.png", _eval),
+                 "f1_latency_table.csv, roc_curve.png, f1_comparison_bar.png", _eval, ("model",)),
     "visual": Task("workflow graph of normal training sessions, anomalous transitions in red",
-                   "runs/<run>/visual/workflow_graph.png, workflow_stats.json", _visual),
+                   "runs/<run>/visual/workflow_graph.png, workflow_stats.json", _visual, ("model",)),
     "online": Task("fine-tune the Key LSTM on false positives (or --normal_blocks), a new model version",
                    "runs/<new run>/ (models, history, online/update_log.json), its predictions and verdicts; "
-                   "<artifacts_root>/online/update_log.json", _online),
+                   "<artifacts_root>/online/update_log.json", _online, ("model", "normal_blocks")),
     "generate": Task("write a SYNTHETIC full-size workload resampled from the real sample (--gen_blocks)",
                      "<gen_out>/Event_traces.csv/, anomaly_label.csv/, GENERATED.md", _generate),
     "full-pipeline": Task("ingest -> windows -> both -> detect -> eval -> visual",
@@ -138,5 +141,10 @@ def description() -> str:
 
 
 def run(spark: SparkSession, cfg: Config, opts: dict) -> dict:
-    """Run ``opts['task']`` and return its summary."""
-    return TASKS[opts["task"]].run(spark, cfg, opts)
+    """Run ``opts['task']`` and return its summary (ConfigError for an option the task does not read)."""
+    task = TASKS[opts["task"]]
+    unused = [n for n, v in opts.items() if v and n != "task" and n not in task.uses]
+    if unused:
+        raise ConfigError(f"--{unused[0]} does not apply to --task {opts['task']} "
+                          f"(it applies to: {', '.join(t for t, d in TASKS.items() if unused[0] in d.uses)})")
+    return task.run(spark, cfg, opts)

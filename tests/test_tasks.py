@@ -15,7 +15,7 @@ from pyspark.sql import functions as F
 
 from deeplog_spark import schemas, tasks
 from deeplog_spark.artifacts import read_json
-from deeplog_spark.config import Config
+from deeplog_spark.config import Config, ConfigError
 from deeplog_spark.ingest import InputError
 from deeplog_spark.model import load_checkpoint
 from deeplog_spark.online import feedback_blocks, run_online
@@ -140,6 +140,8 @@ def test_online_without_verdicts_or_with_a_bad_model_is_a_clear_error(spark, ful
         tasks.run(spark, cfg, {"task": "detect", "model": "../../etc"})
     with pytest.raises(InputError, match="no model run"):
         tasks.run(spark, cfg, {"task": "visual", "model": "nosuchrun"})
+    with pytest.raises(ConfigError, match="--model does not apply to --task key"):
+        tasks.run(spark, cfg, {"task": "key", "model": summary["train"]["run_id"]})
 
 
 def test_detect_task_with_new_thresholds_adds_rows(spark, full_run):

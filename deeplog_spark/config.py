@@ -47,6 +47,7 @@ class Config:
     ingest_batch: str = _field("data", "name of an input batch (e.g. a day of logs); ingest default: the input's "
                                        "file or folder name; detect: score only this batch ('' = all)")
     append: bool = _field("data", "ingest/windows: add or replace this batch in existing tables, keep the others")
+    strict: bool = _field("data", "ingest: fail (exit 2) when any input row or log line is rejected")
     # [tables]
     tables_root: str = _field("tables", "directory holding the Delta tables")
     artifacts_root: str = _field("tables", "directory for model runs and plots")

@@ -30,6 +30,15 @@ class ConservationError(RuntimeError):
     """Input rows != accepted + rejected: a bug, never an input problem."""
 
 
+def _strict_check(cfg: Config, total: int, rejected: dict[str, int], what: str) -> None:
+    """``strict``: any reject fails the job with a one-line summary (tables are already written)."""
+    n = sum(rejected.values())
+    if cfg.strict and n:
+        reasons = ", ".join(f"{r}={c}" for r, c in sorted(rejected.items()))
+        raise InputError(f"strict: {n} of {total} {what} rejected ({reasons}); "
+                         f"see {cfg.table_path(schemas.INGEST_REJECTS)}")
+
+
 def batch_name(cfg: Config, input_path: str) -> str:
     """The ingest batch: ``ingest_batch`` when set, else the input's file or folder name (sanitised)."""
     if cfg.ingest_batch:
@@ -94,6 +103,8 @@ def run_ingest(spark: SparkSession, cfg: Config, ingested_at: dt.datetime | None
             if res.parsed_labels is not None:
                 res.parsed_labels.unpersist()
         st.update(counts)
+    _strict_check(cfg, counts["trace_rows"] + counts.get("label_rows", 0), counts["rejects_by_reason"],
+                  "input rows")
     return counts
 
 
@@ -197,6 +208,8 @@ def run_ingest_raw(spark: SparkSession, cfg: Config, ingested_at: dt.datetime | 
                   rejects_by_reason=dict(sorted(by_reason.items())), blocks=agg["blocks"],
                   events=int(agg["events"] or 0), anomalies=int(agg["anomalies"] or 0),
                   unlabelled=int(agg["unlabelled"] or 0))
+    rejected = {**by_reason, **({Reason.BLOCK_ALREADY_INGESTED: already} if already else {})}
+    _strict_check(cfg, lines, rejected, "log lines")
     return {**dict(st), "lines_per_template": per_template}
 
 

@@ -160,3 +160,10 @@ def _lengths(path):
 
     with gzip.open(path, "rt", newline="") as fh:
         return [len(r["Features"].strip("[]").split(",")) for r in csv.DictReader(fh)]
+
+
+def test_strict_fails_on_any_rejected_trace_row(spark, cfg, tmp_path):
+    bad = tmp_path / "Event_traces.csv"
+    bad.write_text('BlockId,Features\nblk_1,"[E5,E22]"\nblk_2,"[E5,E99]"\n')
+    with pytest.raises(InputError, match=r"^strict: 1 of 2 input rows rejected \(event_traces:unknown_event_key=1\)"):
+        run_ingest(spark, cfg.replace(event_traces=str(bad), anomaly_labels="", strict=True))

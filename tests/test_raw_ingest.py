@@ -63,6 +63,17 @@ def test_hand_made_lines_multi_block_crlf_garbage_and_non_utf8(spark, cfg, tmp_p
     assert len(counts) == 29 and counts["E21"] == 3 and counts["E5"] == 1 and counts["E1"] == 0
 
 
+def test_strict_turns_any_reject_into_a_failure_after_writing(spark, cfg, tmp_path):
+    from deeplog_spark.ingest import InputError
+
+    log = _write(tmp_path / "day1.log", LINES[:3] + ["not a log line"])
+    with pytest.raises(InputError, match=r"^strict: 1 of 4 log lines rejected \(malformed_log_line=1\); see "):
+        run_ingest_raw(spark, cfg.replace(raw_logs=str(log), anomaly_labels="", strict=True))
+    assert read_table(spark, cfg.table_path(schemas.INGEST_REJECTS)).count() == 1  # written for inspection
+    clean = _write(tmp_path / "clean.log", LINES[:3])
+    assert run_ingest_raw(spark, cfg.replace(raw_logs=str(clean), anomaly_labels="", strict=True))["lines"] == 3
+
+
 def test_raw_lines_and_event_traces_rows_give_identical_traces(spark, cfg, tmp_path):
     log = _write(tmp_path / "a.log", LINES[:5])
     csv_path = tmp_path / "Event_traces.csv"

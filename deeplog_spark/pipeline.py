@@ -66,6 +66,22 @@ def drop_already_ingested(spark: SparkSession, cfg: Config, traces: DataFrame, b
     return traces.join(other.select("block_id"), "block_id", "left_anti"), rejects
 
 
+def write_ingest(spark: SparkSession, cfg: Config, templates: DataFrame, traces: DataFrame, rejects: DataFrame,
+                 batch: str, source: str, ingested_at: dt.datetime) -> None:
+    """Split, tag with the batch, drop already-ingested blocks (append), and write the ingest tables.
+
+    ``traces`` are accepted sessions without split; ``rejects`` every reject row of the batch.
+    """
+    traces = assign_split(traces, cfg.seed, cfg.train_ratio, cfg.val_ratio).withColumn("ingest_batch", F.lit(batch))
+    rejects = rejects.withColumn("ingest_batch", F.lit(batch))
+    if cfg.append:
+        traces, dup = drop_already_ingested(spark, cfg, traces, batch, source, ingested_at)
+        rejects = rejects.unionByName(dup)
+    write_table(templates, cfg.table_path(schemas.TEMPLATES))
+    write_batches(traces, cfg.table_path(schemas.TRACES), [batch], cfg.append)
+    write_batches(rejects, cfg.table_path(schemas.INGEST_REJECTS), [batch], cfg.append)
+
+
 def _in_batch(df: DataFrame, batch: str) -> DataFrame:
     return df.where(F.col("ingest_batch") == batch)
 
@@ -88,15 +104,7 @@ def run_ingest(spark: SparkSession, cfg: Config, ingested_at: dt.datetime | None
         if res.parsed_labels is not None:
             res.parsed_labels.persist(StorageLevel.MEMORY_AND_DISK)
         try:
-            traces = assign_split(res.traces, cfg.seed, cfg.train_ratio, cfg.val_ratio).withColumn(
-                "ingest_batch", F.lit(batch))
-            rejects = res.rejects.withColumn("ingest_batch", F.lit(batch))
-            if cfg.append:
-                traces, dup = drop_already_ingested(spark, cfg, traces, batch, schemas.SOURCE_EVENT_TRACES, ingested_at)
-                rejects = rejects.unionByName(dup)
-            write_table(templates, cfg.table_path(schemas.TEMPLATES))
-            write_batches(traces, cfg.table_path(schemas.TRACES), [batch], cfg.append)
-            write_batches(rejects, cfg.table_path(schemas.INGEST_REJECTS), [batch], cfg.append)
+            write_ingest(spark, cfg, templates, res.traces, res.rejects, batch, schemas.SOURCE_EVENT_TRACES, ingested_at)
             counts = _ingest_counts(spark, cfg, res, batch)
         finally:
             res.parsed_traces.unpersist()
@@ -168,20 +176,14 @@ def run_ingest_raw(spark: SparkSession, cfg: Config, ingested_at: dt.datetime | 
         parsed = parsed.persist(StorageLevel.MEMORY_AND_DISK)
         try:
             sess = sessions(parsed)
-            rejects = raw_rejects(parsed, ingested_at).withColumn("ingest_batch", F.lit(batch))
+            rejects = raw_rejects(parsed, ingested_at)
             labels = None
             if cfg.anomaly_labels:
                 labels = parse_labels(read_anomaly_labels(spark, cfg.anomaly_labels), sess.select("block_id"))
                 labels = labels.where(F.col("reason").isNull() | (F.col("reason") != Reason.LABEL_UNKNOWN_BLOCK))
                 rejects = rejects.unionByName(label_rejects(labels, ingested_at))
-            traces = assign_split(build_traces(sess, labels), cfg.seed, cfg.train_ratio, cfg.val_ratio).withColumn(
-                "ingest_batch", F.lit(batch))
-            if cfg.append:
-                traces, dup = drop_already_ingested(spark, cfg, traces, batch, schemas.SOURCE_RAW_LOG, ingested_at)
-                rejects = rejects.unionByName(dup)
-            write_table(templates, cfg.table_path(schemas.TEMPLATES))
-            write_batches(traces, cfg.table_path(schemas.TRACES), [batch], cfg.append)
-            write_batches(rejects, cfg.table_path(schemas.INGEST_REJECTS), [batch], cfg.append)
+            write_ingest(spark, cfg, templates, build_traces(sess, labels), rejects, batch, schemas.SOURCE_RAW_LOG,
+                         ingested_at)
             write_batches(template_counts(parsed, templates).withColumn("ingest_batch", F.lit(batch)),
                           cfg.table_path(schemas.TEMPLATE_COUNTS), [batch], cfg.append)
             by_reason = {r["reason"]: r["n"] for r in parsed.groupBy("reason").agg(F.count(F.lit(1)).alias("n")).collect()}

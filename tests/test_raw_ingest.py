@@ -142,7 +142,9 @@ def test_append_a_new_day_then_window_only_it(spark, cfg, tmp_path):
     first = run_ingest_raw(spark, base.replace(raw_logs=str(day1)))
     assert first["ingest_batch"] == "2008-11-09.log"
     run_windows(spark, base)
-    appended = base.replace(raw_logs=str(day2), append=True)
+    labels = tmp_path / "labels.csv"
+    labels.write_text("BlockId,Label\nblk_7,Anomaly\nblk_7x,Bogus\nblk_elsewhere,Normal\n")
+    appended = base.replace(raw_logs=str(day2), append=True, anomaly_labels=str(labels))
     out = run_ingest_raw(spark, appended)
     assert out["blocks"] == 1 and out["blocks_already_ingested"] == 1  # blk_1 belongs to day 1
     traces = lambda: sorted(tuple(r) for r in read_table(spark, cfg.table_path(schemas.TRACES))  # noqa: E731
@@ -155,6 +157,9 @@ def test_append_a_new_day_then_window_only_it(spark, cfg, tmp_path):
     rejects = read_table(spark, cfg.table_path(schemas.INGEST_REJECTS)).where(
         F.col("reason") == "block_already_ingested").collect()
     assert [(r.block_id, r.ingest_batch) for r in rejects] == [("blk_1", "2008-11-10.log")]
+    bad_label = read_table(spark, cfg.table_path(schemas.INGEST_REJECTS)).where(F.col("reason") == "malformed_label")
+    assert [(r.block_id, r.ingest_batch) for r in bad_label.collect()] == [("blk_7x", "2008-11-10.log")]  # once
+    assert read_table(spark, cfg.table_path(schemas.TRACES)).where(F.col("block_id") == "blk_7").first().label == 1
     day1_windows = read_table(spark, cfg.table_path(schemas.WINDOWS)).collect()
     w = run_windows(spark, appended)
     assert w["batches"] == "2008-11-10.log"

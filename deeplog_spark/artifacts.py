@@ -7,16 +7,15 @@ and the version of the input table, so the same settings on the same data map to
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any
 
-_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+from deeplog_spark.config import NAME_RE
 
 
 def validate_run_id(run_id: str) -> str:
     """Refuse run ids that could escape the runs directory (``..``, slashes, ...)."""
-    if not isinstance(run_id, str) or not _RUN_ID.match(run_id) or ".." in run_id:
+    if not isinstance(run_id, str) or not NAME_RE.match(run_id) or ".." in run_id:
         raise ValueError(f"invalid run id {run_id!r}: use letters, digits, '.', '_' and '-' (max 64)")
     return run_id
 

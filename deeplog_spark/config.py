@@ -250,7 +250,7 @@ def _coerce(key: str, raw: Any) -> Any:
 
 
 #: Names that end up in file paths or SQL predicates (batches, run ids): no quotes, slashes or spaces.
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 _BOOLS = {"true": True, "false": False, "1": True, "0": False, "yes": True, "no": False}
 
@@ -289,7 +289,7 @@ def _validate(cfg: Config) -> None:
     _check(abs(total - 1.0) < 1e-9, "train_ratio", cfg.train_ratio,
            f"train_ratio + val_ratio + test_ratio must sum to 1 (got {total:g})")
     _check(cfg.train_ratio > 0, "train_ratio", cfg.train_ratio, "must be > 0")
-    _check(cfg.ingest_batch == "" or bool(_NAME.match(cfg.ingest_batch)), "ingest_batch", cfg.ingest_batch,
+    _check(cfg.ingest_batch == "" or bool(NAME_RE.match(cfg.ingest_batch)), "ingest_batch", cfg.ingest_batch,
            "use letters, digits, '.', '_' and '-' (max 64)")
     for key in ("event_traces", "templates", "tables_root", "artifacts_root", "master"):
         _check(bool(getattr(cfg, key).strip()), key, getattr(cfg, key), "must not be empty")

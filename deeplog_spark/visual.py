@@ -126,8 +126,8 @@ def run_visual(spark: SparkSession, cfg: Config, model: str | None = None) -> di
         out_dir = run_dir(cfg.artifacts_root, run_id) / "visual"
         traces = read_table(spark, cfg.table_path(schemas.TRACES))
         sessions = normal_training_sessions(traces).select("block_id", "events").cache()
+        edges_df = edge_counts(sessions).cache()
         try:
-            edges_df = edge_counts(sessions).cache()
             edges = [r.asDict() for r in edges_df.collect()]
             nodes = [r.asDict() for r in node_counts(sessions).collect()]
             n_sessions = sessions.count()
@@ -145,6 +145,7 @@ def run_visual(spark: SparkSession, cfg: Config, model: str | None = None) -> di
                             "drawing the normal workflow only", run_id, cfg.top_g, cfg.k_sigma)
         finally:
             sessions.unpersist()
+            edges_df.unpersist()
         templates = [r.asDict() for r in read_table(spark, cfg.table_path(schemas.TEMPLATES)).collect()]
         meta = {"run_id": run_id, "g": cfg.top_g, "k": cfg.k_sigma, "normal_sessions": n_sessions,
                 "flagged_windows": flagged_windows,

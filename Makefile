@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 
 .PHONY: run test venv ingest ingest-raw windows train train-key train-value detect evaluate visualize finetune generate full-pipeline \
-        clean-tables clean-models
+        bench clean-tables clean-models
 
 $(VENV)/.installed: requirements.txt requirements-petastorm.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -53,6 +53,11 @@ generate: $(VENV)/.installed
 	./spark-submit.sh --task generate $(ARGS)
 full-pipeline: $(VENV)/.installed
 	./spark-submit.sh --task full-pipeline $(ARGS)
+
+## bench: the full-size pipeline benchmark (not part of the tests; see README "Benchmarks"), e.g.
+##   make bench ARGS="--blocks 575061 --name 575k"
+bench: $(VENV)/.installed
+	$(PY) bench/pipeline.py $(ARGS)
 
 ## clean-models: remove model runs, online logs and the Petastorm cache (artifacts/), never the Delta tables
 clean-models:

@@ -72,7 +72,10 @@ class Config:
     lr: float = _field("train", "Adam learning rate")
     epochs: int = _field("train", "maximum epochs")
     patience: int = _field("train", "early-stopping patience (epochs)")
+    min_delta: float = _field("train", "early stopping: smallest relative val-loss decrease that counts as better")
     distinct_windows: bool = _field("train", "train on distinct (window, next) pairs weighted by count")
+    max_train_rows: int = _field("train", "train each model on a hashed sample of at most this many rows (0 = all)")
+    max_val_rows: int = _field("train", "validate each model on a hashed sample of at most this many rows (0 = all)")
     num_processes: int = _field("train", "TorchDistributor processes (ranks)")
     local_mode: bool = _field("train", "TorchDistributor local_mode (ranks on the driver)")
     use_gpu: bool = _field("train", "train on GPUs (nccl) instead of CPU (gloo)")
@@ -81,7 +84,7 @@ class Config:
     top_g: int = _field("detect", "key model: anomaly if next event not in top g")
     k_sigma: float = _field("detect", "value model: anomaly if error > mu + k*sigma")
     detect_batch_size: int = _field("detect", "windows per model call in the scoring pandas_udf")
-    distinct_scoring: bool = _field("detect", "score each distinct window once and join back")
+    distinct_scoring: bool = _field("detect", "key model: score each distinct window once and join back")
     # [online]
     online_split: str = _field("online", "split whose false positives the online update learns from")
     online_epochs: int = _field("online", "fine-tuning epochs of the online update")
@@ -272,6 +275,9 @@ def _validate(cfg: Config) -> None:
                 "batch_size", "epochs", "top_g", "shuffle_partitions", "num_processes", "loader_workers", "detect_batch_size"):
         _check(getattr(cfg, key) >= 1, key, getattr(cfg, key), "must be >= 1")
     _check(cfg.patience >= 0, "patience", cfg.patience, "must be >= 0")
+    _check(0.0 <= cfg.min_delta < 1.0, "min_delta", cfg.min_delta, "must be in [0, 1)")
+    for key in ("max_train_rows", "max_val_rows"):
+        _check(getattr(cfg, key) >= 0, key, getattr(cfg, key), "must be >= 0 (0 = no cap)")
     _check(cfg.lr > 0, "lr", cfg.lr, "must be > 0")
     _check(cfg.k_sigma >= 0, "k_sigma", cfg.k_sigma, "must be >= 0")
     _check(cfg.gen_blocks >= 1, "gen_blocks", cfg.gen_blocks, "must be >= 1")

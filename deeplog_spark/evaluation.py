@@ -30,16 +30,27 @@ DETECTORS = ("key", "value", "fused")
 K_GRID = (2.0, 2.25, 2.5, 2.75, 3.0, 3.25, 3.5)
 
 
+def confusions(df: DataFrame, preds: dict[str, Column], by: str, label: str = "label") -> dict[tuple, dict]:
+    """TP/FP/TN/FN of every boolean prediction in ``preds`` for every value of column ``by``, in one
+    Spark aggregation: ``{(by value, name): counts}``. Unlabelled rows are skipped."""
+    y = F.col(label)
+    aggs = []
+    for i, pred in enumerate(preds.values()):
+        aggs += [F.sum((pred & (y == 1)).cast("long")).alias(f"tp{i}"),
+                 F.sum((pred & (y == 0)).cast("long")).alias(f"fp{i}"),
+                 F.sum((~pred & (y == 0)).cast("long")).alias(f"tn{i}"),
+                 F.sum((~pred & (y == 1)).cast("long")).alias(f"fn{i}")]
+    out = {}
+    for row in df.where(y.isNotNull()).groupBy(by).agg(*aggs).collect():
+        for i, name in enumerate(preds):
+            out[(row[by], name)] = {k: int(row[f"{k}{i}"] or 0) for k in ("tp", "fp", "tn", "fn")}
+    return out
+
+
 def confusion(df: DataFrame, pred: Column, label: str = "label") -> dict:
     """TP/FP/TN/FN of a boolean prediction against 0/1 labels (unlabelled rows are skipped)."""
-    y = F.col(label)
-    row = df.where(y.isNotNull()).agg(
-        F.sum((pred & (y == 1)).cast("long")).alias("tp"),
-        F.sum((pred & (y == 0)).cast("long")).alias("fp"),
-        F.sum((~pred & (y == 0)).cast("long")).alias("tn"),
-        F.sum((~pred & (y == 1)).cast("long")).alias("fn"),
-    ).first()
-    return {k: int(row[k] or 0) for k in ("tp", "fp", "tn", "fn")}
+    got = confusions(df.withColumn("_all", F.lit(0)), {"p": pred}, "_all", label)
+    return got.get((0, "p"), {"tp": 0, "fp": 0, "tn": 0, "fn": 0})
 
 
 def rates(c: dict) -> dict:
@@ -58,38 +69,76 @@ def rates(c: dict) -> dict:
     }
 
 
-def auroc(df: DataFrame, score: Column, label: str = "label") -> float | None:
-    """Area under the ROC curve of ``score`` (ties count half), computed with Spark ranks."""
+def aurocs(df: DataFrame, scores: dict[str, Column], by: str, label: str = "label",
+           buckets: int = 16) -> dict[tuple, float | None]:
+    """Area under the ROC curve (ties count half) of every score in ``scores`` for every value of
+    column ``by``: ``{(by value, name): auroc}`` (None without both classes).
+
+    Mann-Whitney U from the rank sum of the positives, with ranks from a prefix sum that stays
+    distributed: the distinct scores of each (group, score) are cut into ``buckets`` contiguous
+    ranges at approximate quantiles, ranked inside each range by a window partitioned by
+    (group, score, range), and offset by the counts of the lower ranges (a small table). Exact for
+    any cut points, since a score value and all its ties fall in one range.
+    """
     from pyspark.sql.window import Window
 
-    d = df.where(F.col(label).isNotNull() & score.isNotNull()).select(score.cast("double").alias("s"),
-                                                                       F.col(label).alias("y"))
-    # Mann-Whitney U: average rank of the positives, ties sharing their mean rank.
-    grouped = d.groupBy("s").agg(F.count(F.lit(1)).alias("n"), F.sum("y").alias("pos"))
-    w = Window.orderBy("s").rowsBetween(Window.unboundedPreceding, -1)
-    ranked = grouped.withColumn("below", F.coalesce(F.sum("n").over(w), F.lit(0)))
-    row = ranked.agg(F.sum(F.col("pos") * (F.col("below") + (F.col("n") + 1) / 2)).alias("rank_sum"),
-                     F.sum("pos").alias("p"), F.sum("n").alias("n")).first()
-    p, n = row["p"] or 0, row["n"] or 0
-    neg = n - p
-    if p == 0 or neg == 0:
-        return None
-    return float((row["rank_sum"] - p * (p + 1) / 2) / (p * neg))
+    keys = [by, "name"]
+    stacked = df.where(F.col(label).isNotNull()).select(
+        F.col(by), F.col(label).alias("y"),
+        F.explode(F.array(*[F.struct(F.lit(n).alias("name"), c.cast("double").alias("s")) for n, c in scores.items()]))
+        .alias("_x")).select(by, "y", "_x.name", "_x.s").where(F.col("s").isNotNull())
+    grouped = stacked.groupBy(*keys, "s").agg(F.count(F.lit(1)).alias("n"), F.sum("y").alias("pos")).cache()
+    try:
+        if buckets > 1:
+            qs = [i / buckets for i in range(1, buckets)]
+            cuts = grouped.groupBy(*keys).agg(F.percentile_approx("s", qs, 100).alias("cuts"))
+            ranged = (grouped.join(F.broadcast(cuts), keys)
+                      .withColumn("b", F.size(F.filter("cuts", lambda c: c <= F.col("s")))).drop("cuts"))
+        else:
+            ranged = grouped.withColumn("b", F.lit(0))
+        sizes = ranged.groupBy(*keys, "b").agg(F.sum("n").alias("bn"))
+        lower = Window.partitionBy(*keys).orderBy("b").rowsBetween(Window.unboundedPreceding, -1)
+        offsets = sizes.withColumn("offset", F.coalesce(F.sum("bn").over(lower), F.lit(0))).drop("bn")
+        within = Window.partitionBy(*keys, "b").orderBy("s").rowsBetween(Window.unboundedPreceding, -1)
+        ranked = (ranged.join(F.broadcast(offsets), [*keys, "b"])
+                  .withColumn("below", F.col("offset") + F.coalesce(F.sum("n").over(within), F.lit(0))))
+        rows = ranked.groupBy(*keys).agg(
+            F.sum(F.col("pos") * (F.col("below") + (F.col("n") + 1) / 2)).alias("rank_sum"),
+            F.sum("pos").alias("p"), F.sum("n").alias("n")).collect()
+    finally:
+        grouped.unpersist()
+    out: dict[tuple, float | None] = {}
+    for r in rows:
+        p, n = r["p"] or 0, r["n"] or 0
+        neg = n - p
+        out[(r[by], r["name"])] = (float((r["rank_sum"] - p * (p + 1) / 2) / (p * neg))
+                                   if p and neg else None)
+    return out
+
+
+def auroc(df: DataFrame, score: Column, label: str = "label", buckets: int = 16) -> float | None:
+    """Area under the ROC curve of ``score`` (ties count half); see :func:`aurocs`."""
+    got = aurocs(df.withColumn("_all", F.lit(0)), {"s": score}, "_all", label, buckets)
+    return got.get((0, "s"))
 
 
 def roc_points(df: DataFrame, score: Column, label: str = "label", points: int = 200) -> list[tuple[float, float]]:
-    """(FPR, TPR) at up to ``points`` score quantiles (for plotting), one Spark pass."""
+    """(FPR, TPR) at up to ``points`` score quantiles (for plotting): the sessions are counted per
+    range between consecutive cut points (one small aggregation) and the rates summed from the top."""
     d = df.where(F.col(label).isNotNull() & score.isNotNull()).select(score.cast("double").alias("s"), F.col(label).alias("y"))
     qs = sorted(set(d.approxQuantile("s", [i / points for i in range(points + 1)], 0.001)))
     if not qs:
         return []
-    aggs = []
-    for i, t in enumerate(qs):
-        aggs += [F.sum(((F.col("s") >= t) & (F.col("y") == 1)).cast("long")).alias(f"tp{i}"),
-                 F.sum(((F.col("s") >= t) & (F.col("y") == 0)).cast("long")).alias(f"fp{i}")]
-    row = d.agg(F.sum("y").alias("p"), F.count(F.lit(1)).alias("n"), *aggs).first()
-    p, neg = row["p"] or 0, (row["n"] or 0) - (row["p"] or 0)
-    pts = [(row[f"fp{i}"] / neg if neg else 0.0, row[f"tp{i}"] / p if p else 0.0) for i in range(len(qs))]
+    bucket = F.size(F.filter(F.array(*[F.lit(q) for q in qs]), lambda c: c <= F.col("s")))
+    hist = {r["b"]: (r["n"], r["pos"] or 0) for r in
+            d.groupBy(bucket.alias("b")).agg(F.count(F.lit(1)).alias("n"), F.sum("y").alias("pos")).collect()}
+    p = sum(pos for _, pos in hist.values())
+    neg = sum(n for n, _ in hist.values()) - p
+    pts, tp, fp = [], 0, 0
+    for i in range(len(qs), 0, -1):  # s >= qs[i-1] exactly when the bucket is at least i
+        n, pos = hist.get(i, (0, 0))
+        tp, fp = tp + pos, fp + n - pos
+        pts.append((fp / neg if neg else 0.0, tp / p if p else 0.0))
     return sorted(set(pts + [(0.0, 0.0), (1.0, 1.0)]))
 
 
@@ -112,36 +161,64 @@ def session_scores(value_threshold: float | None, vocab_size: int) -> dict[str, 
 
 
 def choose_thresholds(val: DataFrame, vocab_size: int, errors: dict | None) -> dict:
-    """Sweep g in 1..vocab+1 and k in K_GRID on validation sessions; pick the best fused F1."""
+    """Sweep g in 1..vocab+1 and k in K_GRID on validation sessions; pick the best fused F1.
+
+    One small aggregation: sessions are counted by (label, largest key rank, how many of the k
+    thresholds their largest value error exceeds); every (g, k) is then scored from those counts
+    (key-anomalous at g = rank > g; value-anomalous at the j-th k = exceeds more than j thresholds,
+    since the thresholds grow with k).
+    """
     ks = K_GRID if errors else (None,)
-    grid = [(g, k) for g in range(1, vocab_size + 2) for k in ks]
-    aggs = []
     y = F.col("label")
-    for i, (g, k) in enumerate(grid):
-        thr = errors["mu"] + k * errors["sigma"] if errors else None
-        pred = predictions_at(val, g, thr)["fused"]
-        aggs += [F.sum((pred & (y == 1)).cast("long")).alias(f"tp{i}"),
-                 F.sum((pred & (y == 0)).cast("long")).alias(f"fp{i}"),
-                 F.sum((~pred & (y == 1)).cast("long")).alias(f"fn{i}")]
-    row = val.where(y.isNotNull()).agg(*aggs).first()
+    rank = F.coalesce(F.col("max_key_rank"), F.lit(0))
+    exceeded = F.lit(0)
+    if errors:
+        exceeded = sum(F.coalesce(F.col("max_value_error") > F.lit(errors["mu"] + k * errors["sigma"]), F.lit(False))
+                       .cast("int") for k in ks)
+    hist = (val.where(y.isNotNull()).groupBy(y.alias("y"), rank.alias("r"), exceeded.alias("e"))
+            .agg(F.count(F.lit(1)).alias("n")).collect())
     best = None
-    for i, (g, k) in enumerate(grid):
-        tp, fp, fn = row[f"tp{i}"] or 0, row[f"fp{i}"] or 0, row[f"fn{i}"] or 0
-        f1 = 2 * tp / (2 * tp + fp + fn) if tp else 0.0
-        # ties: prefer the larger g, then the larger k (fewer false alarms, closer to the spec)
-        if best is None or (f1, g, k or 0) > (best["val_f1"], best["g"], best["k"] or 0):
-            best = {"g": g, "k": k, "val_f1": f1}
+    for g in range(1, vocab_size + 2):
+        for j, k in enumerate(ks):
+            tp = fp = fn = 0
+            for h in hist:
+                pred = h["r"] > g or (errors is not None and h["e"] > j)
+                if pred and h["y"] == 1:
+                    tp += h["n"]
+                elif pred:
+                    fp += h["n"]
+                elif h["y"] == 1:
+                    fn += h["n"]
+            f1 = 2 * tp / (2 * tp + fp + fn) if tp else 0.0
+            # ties: prefer the larger g, then the larger k (fewer false alarms, closer to the spec)
+            if best is None or (f1, g, k or 0) > (best["val_f1"], best["g"], best["k"] or 0):
+                best = {"g": g, "k": k, "val_f1": f1}
     return best
 
 
-def evaluate_split(v: DataFrame, g: int, k: float | None, value_threshold: float | None, vocab_size: int) -> list[dict]:
-    """Metrics of every detector on the sessions in ``v``."""
-    preds = predictions_at(v, g, value_threshold)
-    scores = session_scores(value_threshold, vocab_size)
+def evaluate_all(v: DataFrame, settings: dict[str, tuple[int, float | None, float | None]],
+                 vocab_size: int) -> list[dict]:
+    """Metrics of every detector on every split for every threshold setting, in a few Spark jobs.
+
+    ``settings``: threshold source -> (g, k, value threshold). Rows have ``threshold_source,
+    g, k, split, detector, sessions``, the confusion counts, :func:`rates` and ``auroc``.
+    """
+    preds, scores = {}, {}
+    for source, (g, k, thr) in settings.items():
+        for det, pred in predictions_at(v, g, thr).items():
+            preds[(source, det)] = pred
+        for det, score in session_scores(thr, vocab_size).items():
+            scores[(source, det)] = score
+    names = {f"{source}|{det}": (source, det) for source, det in preds}
+    counts = confusions(v, {n: preds[key] for n, key in names.items()}, "split")
+    areas = aurocs(v, {n: scores[key] for n, key in names.items()}, "split")
     out = []
-    for det, pred in preds.items():
-        c = confusion(v, pred)
-        out.append({"detector": det, "sessions": sum(c.values()), **c, **rates(c), "auroc": auroc(v, scores[det])})
+    for source, (g, k, _) in settings.items():
+        for split in SPLITS:
+            for n in (n for n, (src, _) in names.items() if src == source):
+                c = counts.get((split, n), {"tp": 0, "fp": 0, "tn": 0, "fn": 0})
+                out.append({"threshold_source": source, "g": g, "k": k, "split": split, "detector": names[n][1],
+                            "sessions": sum(c.values()), **c, **rates(c), "auroc": areas.get((split, n))})
     return out
 
 
@@ -158,15 +235,13 @@ def run_evaluate(spark: SparkSession, cfg: Config, model: str | None = None) -> 
         verdicts = verdicts.cache()
         errors = bundle.errors if bundle.value_bytes is not None else None
         chosen = choose_thresholds(verdicts.where(F.col("split") == "val"), bundle.vocab_size, errors)
-        settings = {"default": (cfg.top_g, cfg.k_sigma), "val_chosen": (chosen["g"], chosen["k"])}
+        settings = {source: (g, k, bundle.value_threshold(k) if (errors and k is not None) else None)
+                    for source, (g, k) in {"default": (cfg.top_g, cfg.k_sigma),
+                                           "val_chosen": (chosen["g"], chosen["k"])}.items()}
         now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
-        rows = []
-        for source, (g, k) in settings.items():
-            thr = bundle.value_threshold(k) if (errors and k is not None) else None
-            for split in SPLITS:
-                for m in evaluate_split(verdicts.where(F.col("split") == split), g, k, thr, bundle.vocab_size):
-                    rows.append({"run_id": bundle.run_id, "g": g, "k": float(k if k is not None else cfg.k_sigma),
-                                 "split": split, "threshold_source": source, **m, "evaluated_at": now})
+        rows = [{**m, "run_id": bundle.run_id, "k": float(m["k"] if m["k"] is not None else cfg.k_sigma),
+                 "evaluated_at": now}
+                for m in evaluate_all(verdicts, settings, bundle.vocab_size)]
         metrics_df = spark.createDataFrame(
             [tuple(r[f.name] for f in schemas.METRICS_SCHEMA.fields) for r in rows], schemas.METRICS_SCHEMA)
         metrics_df.write.format("delta").mode("append").option("mergeSchema", "true").save(

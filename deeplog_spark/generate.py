@@ -13,6 +13,7 @@ column ``synthetic-*``). It resamples whole real sessions (event sequences) of a
   lines name 1,989 different blocks). The interval before event ``e`` is log-normal with the median
   and spread of :data:`INTERVAL_MODEL` (seconds): write-pipeline events within about a second,
   reads and verification minutes later, deletion about an hour later. The first interval is 0.
+  Intervals are rounded to whole seconds, as real ones are (HDFS log timestamps have 1 s resolution).
 - Everything is a function of (seed, block index): the same seed gives the same files on any
   cluster and partitioning. BlockIds are ``blk_<xxhash64(seed, index)>`` (64-bit; a collision
   among 3M ids has probability about 2e-7 and would show as ``duplicate_block_id`` rejects).
@@ -32,6 +33,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
+from deeplog_spark.artifacts import write_json
 from deeplog_spark.config import Config
 from deeplog_spark.ingest import ingest, read_anomaly_labels, read_event_traces, read_templates
 from deeplog_spark.logs import stage
@@ -101,7 +103,8 @@ def generate(spark: SparkSession, real: DataFrame, blocks: int, anomaly_ratio: f
         value = F.exp(mu + sigma * _normal(seed, i, pos))
         stall_at = F.lit(1) + F.pmod(F.xxhash64(F.lit(seed), i, F.lit("stall")), F.greatest(F.size("events") - 1, F.lit(1)))
         value = F.when((F.col("kind") == "timing") & (pos == stall_at), value * F.lit(STALL_FACTOR)).otherwise(value)
-        return F.when(pos == 0, F.lit(0.0)).otherwise(F.round(value, 3))
+        # whole seconds: HDFS log timestamps have 1 s resolution, so real intervals do too
+        return F.when(pos == 0, F.lit(0.0)).otherwise(F.round(value, 0))
 
     return sessions.select(
         F.concat(F.lit("blk_"), F.xxhash64(F.lit(seed), i, F.lit("block")).cast("string")).alias("block_id"),
@@ -153,6 +156,8 @@ def run_generate(spark: SparkSession, cfg: Config) -> dict:
                    f"windows_h{cfg.h}": int(counts["windows"]), "seed": cfg.seed,
                    "source": cfg.event_traces}
         (out / "GENERATED.md").write_text(_readme(summary))
+        write_json(out / "generated.json", {**summary, "anomaly_ratio": cfg.gen_anomaly_ratio,
+                                            "timing_share": cfg.gen_timing_share, "synthetic": True})
         st.update(summary)
     return summary
 
@@ -171,4 +176,5 @@ def _readme(s: dict) -> str:
             f"{STALL_FACTOR:g}x), {s['events']:,} events. Event sequences are real sessions resampled; BlockIds, "
             f"intervals and the timing anomalies are synthetic.\n\nInterval before each event: log-normal, "
             f"{model}; other events median {DEFAULT_INTERVAL[0]:g} s, sigma {DEFAULT_INTERVAL[1]:g}. "
-            "The first interval of a session is 0.\n")
+            "The first interval of a session is 0; intervals are rounded to whole seconds (the resolution of HDFS "
+            "log timestamps).\n")

@@ -117,6 +117,17 @@ def prepare(windows, split: str, task: str, h: int, distinct: bool, norm: tuple[
     return x, y, w
 
 
+def cap_rows(x, y, w, cap: int, seed: int):
+    """A uniform sample of ``cap`` rows (all when ``cap`` is 0 or not below the row count).
+
+    Seeded, so repeatable; not the same rows as the Spark job's hashed sample (same size and law).
+    """
+    if cap <= 0 or len(y) <= cap:
+        return x, y, w
+    keep = np.sort(np.random.default_rng(seed).choice(len(y), size=cap, replace=False))
+    return x[keep], y[keep], w[keep]
+
+
 def interval_norm(windows, h: int) -> tuple[float, float]:
     """Mean and std of next_interval over train-normal windows (as the Spark job fits them)."""
     _, y, _ = prepare(windows, "train", "value", h, distinct=False)
@@ -167,13 +178,14 @@ def main(argv: list[str] | None = None) -> int:
     windows = read_delta(root / "windows", cols)
     vocab_size = int(max(read_delta(root / "templates", ["event_id"]).column("event_id").to_pylist()))
     norm = interval_norm(windows, cfg.h) if task == "value" else None
-    xt, yt, wt = prepare(windows, "train", task, cfg.h, cfg.distinct_windows, norm)
-    xv, yv, wv = prepare(windows, "val", task, cfg.h, cfg.distinct_windows, norm)
+    xt, yt, wt = cap_rows(*prepare(windows, "train", task, cfg.h, cfg.distinct_windows, norm), cfg.max_train_rows, cfg.seed)
+    xv, yv, wv = cap_rows(*prepare(windows, "val", task, cfg.h, cfg.distinct_windows, norm), cfg.max_val_rows, cfg.seed)
     if rank == 0:
         log.info("%s: %d training rows (%d windows), %d validation rows, device %s, world %d",
                  task, len(yt), int(wt.sum()), len(yv), device, world)
     spec = {"task": task, "model_config": model_config(cfg, task, vocab_size), "epochs": cfg.epochs,
-            "lr": cfg.lr, "patience": cfg.patience, "top_g": cfg.top_g, "seed": cfg.seed}
+            "lr": cfg.lr, "patience": cfg.patience, "min_delta": cfg.min_delta, "top_g": cfg.top_g,
+            "seed": cfg.seed}
     train = ArraySource(xt, yt, wt, cfg.batch_size, cfg.seed, rank, world)
     val = ArraySource(xv, yv, wv, cfg.batch_size, cfg.seed, rank, world) if len(yv) else None
     result = run_task(spec, train, val, device)

@@ -52,6 +52,9 @@ class FitOptions:
     # scored first and count as epoch 0, so an update that only makes things worse is not kept.
     monitor: str = "loss"
     baseline: bool = False
+    # An epoch counts as an improvement only if it lowers the monitored loss by more than this
+    # fraction of the best so far (0: any decrease). Long runs on big data plateau in tiny steps.
+    min_delta: float = 0.0
 
 
 def seed_everything(seed: int) -> None:
@@ -179,7 +182,8 @@ def fit(model: nn.Module, opts: FitOptions, train: BatchSource, val: BatchSource
         }
         record.update({f"val_{k}": v for k, v in val_metrics.items()})
         monitored = _monitored(opts, record)
-        if monitored < best["loss"] - 1e-7 or (opts.monitor == "top_g_recall" and monitored <= best["loss"]):
+        margin = max(1e-7, opts.min_delta * abs(best["loss"])) if math.isfinite(best["loss"]) else 0.0
+        if monitored < best["loss"] - margin or (opts.monitor == "top_g_recall" and monitored <= best["loss"]):
             best = {"loss": monitored, "epoch": epoch + 1, "state": copy.deepcopy(_unwrap(model).state_dict())}
             bad_epochs = 0
         else:
@@ -289,7 +293,8 @@ def run_task(spec: dict, train: BatchSource, val: BatchSource | None, device: to
             model, device_ids=[device.index] if device.type == "cuda" else None)
     opts = FitOptions(task=spec["task"], epochs=spec["epochs"], lr=spec["lr"], patience=spec["patience"],
                       top_g=spec["top_g"], seed=spec["seed"], resume_path=spec.get("resume_path"),
-                      monitor=spec.get("monitor", "loss"), baseline=spec.get("baseline", False))
+                      monitor=spec.get("monitor", "loss"), baseline=spec.get("baseline", False),
+                      min_delta=spec.get("min_delta", 0.0))
     result = fit(model, opts, train, val, device)
     if spec["task"] == "value":
         mu, sigma, n = prediction_errors(model, train.full(), device)

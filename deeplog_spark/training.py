@@ -36,8 +36,9 @@ log = logging.getLogger(__name__)
 TRAIN_TASKS = ("key", "value", "both")
 #: Config keys that define a trained model; with the input table version they make the run id.
 RUN_KEYS = ("h", "embed_dim", "key_hidden", "key_layers", "key_dropout", "value_hidden", "value_layers",
-            "value_dropout", "batch_size", "lr", "epochs", "patience", "distinct_windows", "seed",
-            "train_ratio", "val_ratio", "test_ratio", "num_processes", "use_gpu")
+            "value_dropout", "batch_size", "lr", "epochs", "patience", "min_delta", "distinct_windows",
+            "max_train_rows", "max_val_rows", "seed", "train_ratio", "val_ratio", "test_ratio", "num_processes",
+            "use_gpu")
 
 
 def run_id_for(cfg: Config, windows_path: str, windows_version: int) -> str:
@@ -145,7 +146,8 @@ def _resolve_tasks(task: str, windows: DataFrame) -> list[str]:
 def train_spec(cfg: Config, task: str, model_cfg: dict, out_dir: Path, **overrides) -> dict:
     """What the train function needs on every rank (plain values, pickled to the ranks)."""
     spec = {"task": task, "model_config": model_cfg, "epochs": cfg.epochs, "lr": cfg.lr,
-            "patience": cfg.patience, "top_g": cfg.top_g, "seed": cfg.seed, "batch_size": cfg.batch_size,
+            "patience": cfg.patience, "min_delta": cfg.min_delta, "top_g": cfg.top_g, "seed": cfg.seed,
+            "batch_size": cfg.batch_size,
             "use_gpu": cfg.use_gpu, "loader_workers": cfg.loader_workers,
             "resume_path": str((out_dir / f"{task}_resume.pt").resolve()),
             "result_path": str((out_dir / f"{task}_result.pt").resolve())}
@@ -183,8 +185,8 @@ def run_train(spark: SparkSession, cfg: Config, task: str = "both") -> dict:
             spec = train_spec(cfg, t, model_config(cfg, t, vocab_size), out_dir)
             extra: dict = {"run_id": run_id, "windows_version": version, "distinct_windows": cfg.distinct_windows}
             if t == "key":
-                train_df = key_dataset(train_w, cfg.distinct_windows)
-                val_df = key_dataset(val_w, cfg.distinct_windows)
+                train_df = key_dataset(train_w, cfg.distinct_windows, cfg.max_train_rows, cfg.seed)
+                val_df = key_dataset(val_w, cfg.distinct_windows, cfg.max_val_rows, cfg.seed)
                 seen = train_w.select(F.explode(F.array_union("window", F.array("next_event"))).alias("e")).distinct()
                 extra["train_vocab"] = sorted(r["e"] for r in seen.collect() if r["e"] != schemas.PADDING_ID)
                 extra["vocab_size"] = vocab_size
@@ -194,8 +196,8 @@ def run_train(spark: SparkSession, cfg: Config, task: str = "both") -> dict:
                                                          "fitted_on": "train split, normal sessions",
                                                          "windows": stats.count})
                 extra["norm"] = {"mean": stats.mean, "std": stats.std}
-                train_df = value_dataset(train_w, stats, cfg.distinct_windows)
-                val_df = value_dataset(val_w, stats, cfg.distinct_windows)
+                train_df = value_dataset(train_w, stats, cfg.distinct_windows, cfg.max_train_rows, cfg.seed)
+                val_df = value_dataset(val_w, stats, cfg.distinct_windows, cfg.max_val_rows, cfg.seed)
             result = distribute(spark, cfg, spec, train_df, val_df)
             summary["tasks"][t] = save_task(cfg, t, spec, result, extra, out_dir)
             summary["tasks"][t]["seconds"] = round(time.perf_counter() - t0, 2)

@@ -39,6 +39,8 @@ def test_bad_flags_name_the_problem(argv, key):
     ({"train_ratio": 0.7}, "train_ratio"),
     ({"k_sigma": "nan"}, "k_sigma"),
     ({"batch_size": 0}, "batch_size"),
+    ({"max_train_rows": -1}, "max_train_rows"),
+    ({"min_delta": 1.5}, "min_delta"),
     ({"nope": 1}, "nope"),
 ])
 def test_out_of_range_values_name_the_key(overrides, key):

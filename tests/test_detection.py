@@ -135,6 +135,13 @@ def test_metrics_match_scikit_learn(spark):
     assert r["balanced_accuracy"] == pytest.approx(skm.balanced_accuracy_score(y, pred))
     assert r["mcc"] == pytest.approx(skm.matthews_corrcoef(y, pred))
     assert auroc(df, F.col("s")) == pytest.approx(skm.roc_auc_score(y, score))
+    # continuous scores with a block of ties, ranked in 1 and 5 score ranges: exact every time
+    y2 = rng.integers(0, 2, 2000)
+    s2 = rng.normal(size=2000) + 0.8 * y2
+    s2[:200] = 0.25
+    df2 = spark.createDataFrame([(int(a), float(b)) for a, b in zip(y2, s2)], "label int, s double")
+    for buckets in (1, 5):
+        assert auroc(df2, F.col("s"), buckets=buckets) == pytest.approx(skm.roc_auc_score(y2, s2), abs=1e-12)
     empty = rates({"tp": 0, "fp": 0, "tn": 5, "fn": 0})
     assert empty["precision"] == 0.0 and empty["mcc"] == 0.0
 
@@ -145,6 +152,37 @@ def test_thresholds_are_chosen_on_validation_only(spark):
     df = spark.createDataFrame(rows, "split string, label int, max_key_rank int, max_value_error double")
     chosen = choose_thresholds(df.where("split = 'val'"), vocab_size=9, errors=None)
     assert chosen["g"] == 2 and chosen["val_f1"] == 1.0  # test would prefer g in 3..8
+
+
+def test_threshold_sweep_and_roc_points_match_brute_force(spark):
+    from deeplog_spark.evaluation import K_GRID, roc_points
+
+    rng = np.random.default_rng(3)
+    n, vocab = 400, 9
+    y = rng.integers(0, 2, n)
+    rank = rng.integers(1, vocab + 3, n) + 2 * y
+    err = np.where(rng.random(n) < 0.1, np.nan, rng.gamma(2.0, 1.0, n) + y)
+    df = spark.createDataFrame([(int(a), int(b), None if np.isnan(c) else float(c)) for a, b, c in zip(y, rank, err)],
+                               "label int, max_key_rank int, max_value_error double")
+    errors = {"mu": 1.0, "sigma": 0.5}
+    best = None
+    for g in range(1, vocab + 2):
+        for k in K_GRID:
+            pred = (rank > g) | (np.nan_to_num(err, nan=-1.0) > errors["mu"] + k * errors["sigma"])
+            tp, fp, fn = int((pred & (y == 1)).sum()), int((pred & (y == 0)).sum()), int((~pred & (y == 1)).sum())
+            f1 = 2 * tp / (2 * tp + fp + fn) if tp else 0.0
+            if best is None or (f1, g, k) > (best["val_f1"], best["g"], best["k"]):
+                best = {"g": g, "k": k, "val_f1": f1}
+    assert choose_thresholds(df, vocab, errors) == best
+
+    s = rng.normal(size=n) + y
+    sdf = spark.createDataFrame([(int(a), float(b)) for a, b in zip(y, s)], "label int, s double")
+    pts = roc_points(sdf, F.col("s"), points=20)
+    assert (0.0, 0.0) in pts and (1.0, 1.0) in pts and len(pts) > 10
+    for fpr, tpr in pts:  # every point is the exact (FPR, TPR) of some threshold t: score >= t
+        assert any(abs(fpr - ((s >= t) & (y == 0)).sum() / (y == 0).sum()) < 1e-12
+                   and abs(tpr - ((s >= t) & (y == 1)).sum() / (y == 1).sum()) < 1e-12
+                   for t in np.append(s, np.inf))
 
 
 def test_evaluate_writes_metrics_table_and_reports(spark, detect_cfg):

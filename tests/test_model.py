@@ -52,6 +52,23 @@ def test_fit_lowers_the_loss_and_early_stops():
     assert [h["epoch"] for h in res["history"]] == list(range(1, len(res["history"]) + 1))
 
 
+def test_min_delta_stops_on_a_plateau_of_small_gains():
+    x, y = _toy_key_data()
+    runs = {}
+    for min_delta in (0.0, 0.5):
+        seed_everything(1)
+        model = KeyLSTM(KeyModelConfig(vocab_size=6, h=4, embed_dim=8, hidden=16))
+        src = ArraySource(x, y, batch_size=32)
+        runs[min_delta] = fit(model, FitOptions(task="key", epochs=40, lr=1e-2, patience=2, min_delta=min_delta),
+                              src, src, torch.device("cpu"))
+    plain, strict = runs[0.0], runs[0.5]
+    losses = [h["val_loss"] for h in strict["history"]]
+    best = strict["best_epoch"]
+    # every later epoch gained less than half of the best loss, so the run stopped after `patience`
+    assert len(losses) == best + 2 and all(v > losses[best - 1] * 0.5 for v in losses[best:])
+    assert len(strict["history"]) < len(plain["history"])
+
+
 def test_early_stopping_on_validation_restores_the_best_epoch():
     seed_everything(2)
     x, y = _toy_key_data()

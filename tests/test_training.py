@@ -94,6 +94,22 @@ def test_value_threshold_is_fitted_on_train_normal_windows_only(spark, cfg):
     load_checkpoint(os.path.join(run_dir, "value_model.pt"), expect_task="value")
 
 
+def test_row_cap_is_a_uniform_hashed_sample_independent_of_partitioning(spark, sample_tables):
+    windows = normal_windows(read_table(spark, sample_tables.table_path("windows")), "train").cache()
+    n = windows.count()
+    rows = lambda df: sorted((tuple(r.window), r.target, r.weight) for r in df.collect())  # noqa: E731
+    assert len(rows(key_dataset(windows, False, cap=n))) == n  # a cap at or above the size keeps all
+    capped = rows(key_dataset(windows, False, cap=n // 4, seed=7))
+    assert capped == rows(key_dataset(windows.repartition(5), False, cap=n // 4, seed=7))  # any partitioning
+    assert abs(len(capped) - n // 4) < 0.15 * n / 4 + 10  # about the cap
+    assert rows(key_dataset(windows, False, cap=n // 4, seed=8)) != capped  # the seed matters
+    distinct = rows(key_dataset(windows, True))
+    sample = rows(key_dataset(windows, True, cap=len(distinct) // 2, seed=7))
+    # distinct rows keep their full weights (unbiased weighted loss) and are a subset of all rows
+    assert 0 < len(sample) < len(distinct) and set(sample) <= set(distinct)
+    windows.unpersist()
+
+
 def test_spark_free_trainer_prepares_the_same_rows_and_trains(spark, sample_tables, tmp_path):
     from deeplog_spark.train_local import prepare, read_delta
 

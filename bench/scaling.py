@@ -1,0 +1,65 @@
+"""How the pipeline's cost grows with the workload: one table from several pipeline benchmark runs.
+
+    .venv/bin/python bench/scaling.py 57k 575k 2.9M
+
+reads ``bench/results/pipeline_<name>.json`` for each name (smallest first) and writes
+``bench/results/pipeline_scaling.md``: seconds per stage at each size, the growth factor of each
+stage against the growth of the workload, and the peak memory of each process group.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+
+from _common import RESULTS
+
+STAGES = ("ingest", "windows", "train", "detect", "evaluate")
+
+
+def main() -> None:
+    names = sys.argv[1:]
+    if len(names) < 2:
+        raise SystemExit("usage: scaling.py NAME NAME [NAME ...] (pipeline_<NAME>.json, smallest first)")
+    runs = [json.loads((RESULTS / f"pipeline_{n}.json").read_text()) for n in names]
+    stages = [{s["stage"]: s for s in r["stages"]} for r in runs]
+    windows = [st["windows"]["rows_out"] if "windows" in st else None for st in stages]
+    head = " | ".join(f"{r['blocks']:,} blocks" for r in runs)
+    lines = ["# Pipeline cost against workload size", "",
+             f"From `bench/results/pipeline_{{{','.join(names)}}}.json` (`.venv/bin/python bench/scaling.py "
+             f"{' '.join(names)}`). Same machine and settings for every size: "
+             f"{runs[0]['machine']['cpu']}, {runs[0]['machine']['cores']} cores, master `{runs[0]['machine']['master']}`; "
+             f"training `{json.dumps(runs[0]['overrides'])}`. SYNTHETIC workloads (`--task generate`).", "",
+             "## Seconds per stage", "", f"| stage | {head} | growth per 10x blocks |",
+             "|---|" + "---|" * (len(runs) + 1)]
+    for stage in STAGES:
+        secs = [st.get(stage, {}).get("seconds") for st in stages]
+        growth = ""
+        if secs[0] and secs[-1]:
+            decades = math.log10(runs[-1]["blocks"] / runs[0]["blocks"])
+            growth = f"{(secs[-1] / secs[0]) ** (1 / decades):.1f}x"
+        lines.append(f"| {stage} | " + " | ".join("" if s is None else f"{s:,.1f}" for s in secs) + f" | {growth} |")
+    total = [sum(st.get(s, {}).get("seconds") or 0 for s in STAGES) for st in stages]
+    lines.append("| **total** | " + " | ".join(f"**{t:,.1f}**" for t in total) + " | |")
+    lines.append("| windows | " + " | ".join("" if w is None else f"{w:,}" for w in windows) + " | |")
+    lines += ["", "Growth per 10x blocks: (seconds at the largest / at the smallest) ^ (1 / decades of blocks); "
+              "10x means linear, 1x flat.", "", "## Throughput", "", f"| stage | unit | {head} |",
+              "|---|---|" + "---|" * len(runs)]
+    for stage, unit in (("ingest", "blocks/s"), ("windows", "windows/s"), ("detect", "windows/s")):
+        lines.append(f"| {stage} | {unit} | " + " | ".join(
+            "" if not st.get(stage, {}).get("per_s") else f"{st[stage]['per_s']:,.0f}" for st in stages) + " |")
+    lines += ["", "## Peak memory (MiB, RSS) over the whole run", "", f"| process group | {head} |",
+              "|---|" + "---|" * len(runs)]
+    for group in ("driver_python", "jvm", "executor_python", "trainer_python"):
+        peaks = [max((s.get("peak_mib") or {}).get(group, 0) for s in r["stages"]) for r in runs]
+        lines.append(f"| {group} | " + " | ".join(f"{p:,.0f}" for p in peaks) + " |")
+    lines += ["", "Driver python: the job's own process (it holds counts and small aggregates, never a table). "
+              "JVM: the driver and, under `local[*]`, the executor. executor python: the pandas_udf workers. "
+              "trainer python: TorchDistributor's training processes."]
+    (RESULTS / "pipeline_scaling.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,47 @@
+"""The committed benchmark results are consistent: each Markdown report is what its JSON renders.
+
+The benchmarks themselves are long and run outside the test suite (README "Benchmarks"); this
+keeps their report code and the committed figures from drifting apart.
+"""
+
+import importlib.util
+import json
+import shutil
+import sys
+
+import pytest
+
+from conftest import REPO
+
+BENCH = REPO / "bench"
+RESULTS = BENCH / "results"
+
+
+def _load(name: str):
+    sys.path.insert(0, str(BENCH))  # the bench scripts import their shared _common module
+    try:
+        spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        sys.path.remove(str(BENCH))
+
+
+@pytest.mark.parametrize("result", sorted(p.name for p in RESULTS.glob("pipeline_*.json")))
+def test_pipeline_report_is_what_its_json_renders(result):
+    out = json.loads((RESULTS / result).read_text())
+    assert {s["stage"] for s in out["stages"]} >= {"ingest", "windows", "detect"}
+    assert out["workload"]["synthetic"] is True  # a generated workload says so
+    assert _load("pipeline").markdown(out) == (RESULTS / result).with_suffix(".md").read_text()
+
+
+def test_scaling_table_is_what_the_three_runs_give(tmp_path, monkeypatch):
+    names = ["57k", "575k", "2.9M"]
+    for n in names:
+        shutil.copy(RESULTS / f"pipeline_{n}.json", tmp_path)
+    scaling = _load("scaling")
+    monkeypatch.setattr(scaling, "RESULTS", tmp_path)
+    monkeypatch.setattr(sys, "argv", ["scaling.py", *names])
+    scaling.main()
+    assert (tmp_path / "pipeline_scaling.md").read_text() == (RESULTS / "pipeline_scaling.md").read_text()

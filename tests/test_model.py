@@ -59,7 +59,7 @@ def test_min_delta_stops_on_a_plateau_of_small_gains():
         seed_everything(1)
         model = KeyLSTM(KeyModelConfig(vocab_size=6, h=4, embed_dim=8, hidden=16))
         src = ArraySource(x, y, batch_size=32)
-        runs[min_delta] = fit(model, FitOptions(task="key", epochs=40, lr=1e-2, patience=2, min_delta=min_delta),
+        runs[min_delta] = fit(model, FitOptions(task="key", epochs=12, lr=1e-2, patience=2, min_delta=min_delta),
                               src, src, torch.device("cpu"))
     plain, strict = runs[0.0], runs[0.5]
     losses = [h["val_loss"] for h in strict["history"]]

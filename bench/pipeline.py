@@ -110,6 +110,17 @@ class MemorySampler:
         self._thread.join()
 
 
+def _rel(path: str) -> str:
+    """A path as the results record it: relative to the repository, never this machine's layout."""
+    return os.path.relpath(os.path.realpath(path), REPO)
+
+
+def _workload(gen_dir: Path) -> dict:
+    """The generator's ``generated.json``, with its paths relative to the repository."""
+    have = json.loads((gen_dir / "generated.json").read_text())
+    return {**have, "out": _rel(have["out"]), "source": _rel(have["source"])}
+
+
 def machine(spark, cfg: Config) -> dict:
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor())
@@ -153,13 +164,13 @@ def generate_stage(bench: Bench, blocks: int, source: tuple[str, str], out: Path
         if have.get("blocks") == blocks and have.get("seed") == bench.cfg.seed and same_source:
             print(f"reusing the generated workload in {out}", flush=True)
             bench.stages.append({"stage": "generate", "seconds": None, "rows_in": None, "rows_out": blocks,
-                                 "unit": "blocks", "note": f"reused {out}"})
-            return have
+                                 "unit": "blocks", "note": f"reused {_rel(str(out))}"})
+            return _workload(out)
     cfg = bench.cfg.replace(event_traces=source[0], anomaly_labels=source[1], gen_out=str(out), gen_blocks=blocks)
     bench.run("generate", lambda: run_generate(bench.spark, cfg),
               lambda r: {"rows_in": None, "rows_out": r["blocks"], "unit": "blocks",
                          "events": r["events"], "windows": r[f"windows_h{cfg.h}"]})
-    return json.loads(meta.read_text())
+    return _workload(out)
 
 
 def reference_stage(bench: Bench, run_id: str, windows_target: int) -> dict:
@@ -267,11 +278,11 @@ def main() -> None:
     from deeplog_spark.pipeline import run_ingest, run_windows
     from deeplog_spark.training import run_train
 
-    out: dict = {"name": name, "blocks": blocks, "started": started, "source": source[0],
+    out: dict = {"name": name, "blocks": blocks, "started": started, "source": _rel(source[0]),
                  "command": "bench/pipeline.py " + " ".join(sys.argv[1:]),
                  "overrides": overrides, "machine": machine(spark, cfg)}
     gen = generate_stage(bench, blocks, source, gen_dir) if "generate" in stages or not gen_dir.is_dir() else None
-    out["workload"] = gen or json.loads((gen_dir / "generated.json").read_text())
+    out["workload"] = gen or _workload(gen_dir)
     if "ingest" in stages:
         ing = bench.run("ingest", lambda: run_ingest(spark, cfg),
                         lambda r: {"rows_in": r["trace_rows"], "rows_out": r["traces"], "unit": "blocks",

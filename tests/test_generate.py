@@ -28,6 +28,8 @@ def test_generated_workload_is_deterministic_real_shaped_and_ingests_cleanly(spa
     traces = read_table(spark, cfg.table_path(schemas.TRACES))
     assert traces.where(F.size("intervals") != F.size("events")).count() == 0
     assert traces.where(F.col("intervals")[0] != 0.0).count() == 0
+    # whole seconds, as real HDFS intervals are (log timestamps have 1 s resolution)
+    assert traces.where(F.exists("intervals", lambda x: x != F.floor(x))).count() == 0
     # every generated event sequence is a real session of the source sample; timing anomalies are
     # resampled *normal* sessions (their anomaly is the stalled interval), the rest keep their pool
     src = spark.read.option("header", True).csv(cfg.event_traces).join(

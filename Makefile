@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: run test venv ingest ingest-raw windows train train-key train-value detect evaluate visualize finetune generate full-pipeline \
+.PHONY: run test test-cluster venv ingest ingest-raw windows train train-key train-value detect evaluate visualize finetune generate full-pipeline \
         bench clean-tables clean-models
 
 $(VENV)/.installed: requirements.txt requirements-petastorm.txt pyproject.toml
@@ -25,6 +25,10 @@ run: $(VENV)/.installed
 ## test: the test suite (what .ci/run runs)
 test: $(VENV)/.installed
 	$(PY) -m pytest -q tests $(PYTEST_ARGS)
+
+## test-cluster: the multi-JVM tests (local-cluster pipeline, standalone master + worker), ~5 min; CI runs them too
+test-cluster: $(VENV)/.installed
+	DEEPLOG_CLUSTER_TESTS=1 $(PY) -m pytest -q tests/test_cluster.py $(PYTEST_ARGS)
 
 ## Tasks of the task CLI (`./spark-submit.sh --help`); extra flags go in ARGS, e.g.
 ##   make train-key ARGS="--epochs 30 --lr 0.001 --batch_size 256"

@@ -26,17 +26,25 @@ def main() -> None:
     stages = [{s["stage"]: s for s in r["stages"]} for r in runs]
     windows = [st["windows"]["rows_out"] if "windows" in st else None for st in stages]
     head = " | ".join(f"{r['blocks']:,} blocks" for r in runs)
+    settings = [json.dumps(r["overrides"]) for r in runs]
+    same = len(set(settings)) == 1
+    if same:
+        training = f"training `{settings[0]}`"
+    else:  # a run kept from before a change of training settings: its train time is not comparable
+        training = "training settings differ: " + "; ".join(f"{n}: `{s}`" for n, s in zip(names, settings))
     lines = ["# Pipeline cost against workload size", "",
              f"From `bench/results/pipeline_{{{','.join(names)}}}.json` (`.venv/bin/python bench/scaling.py "
-             f"{' '.join(names)}`). Same machine and settings for every size: "
+             f"{' '.join(names)}`). Same machine for every size: "
              f"{runs[0]['machine']['cpu']}, {runs[0]['machine']['cores']} cores, master `{runs[0]['machine']['master']}`; "
-             f"training `{json.dumps(runs[0]['overrides'])}`. SYNTHETIC workloads (`--task generate`).", "",
+             f"{training}. SYNTHETIC workloads (`--task generate`).", "",
              "## Seconds per stage", "", f"| stage | {head} | growth per 10x blocks |",
              "|---|" + "---|" * (len(runs) + 1)]
     for stage in STAGES:
         secs = [st.get(stage, {}).get("seconds") for st in stages]
         growth = ""
-        if secs[0] and secs[-1]:
+        if stage == "train" and not same:
+            growth = "n/a (settings differ)"
+        elif secs[0] and secs[-1]:
             decades = math.log10(runs[-1]["blocks"] / runs[0]["blocks"])
             growth = f"{(secs[-1] / secs[0]) ** (1 / decades):.1f}x"
         lines.append(f"| {stage} | " + " | ".join("" if s is None else f"{s:,.1f}" for s in secs) + f" | {growth} |")

@@ -27,7 +27,7 @@ from deeplog_spark.artifacts import read_json, resolve_run_id, run_dir, validate
 from deeplog_spark.config import Config
 from deeplog_spark.ingest import InputError
 from deeplog_spark.logs import stage
-from deeplog_spark.tables import read_table
+from deeplog_spark.tables import read_table, replace_where
 
 log = logging.getLogger(__name__)
 
@@ -196,14 +196,7 @@ def _rows_of(run_id: str, g: int, k: float, batch: str = "") -> str:
 
 def replace_rows(df: DataFrame, path: str, run_id: str, g: int, k: float, batch: str = "") -> None:
     """Write ``df`` as the rows of (run_id, g, k[, batch]) in the Delta table at ``path``, replacing them."""
-    from delta.tables import DeltaTable
-
-    cond = _rows_of(run_id, g, k, batch)
-    writer = df.write.format("delta").option("mergeSchema", "true")
-    if DeltaTable.isDeltaTable(df.sparkSession, path):
-        writer.mode("overwrite").option("replaceWhere", cond).save(path)
-    else:
-        writer.mode("append").partitionBy("run_id").save(path)
+    replace_where(df, path, _rows_of(run_id, g, k, batch), partition_by=["run_id"])
 
 
 def run_detect(spark: SparkSession, cfg: Config, model: str | None = None) -> dict:

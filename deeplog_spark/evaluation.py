@@ -17,12 +17,12 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from deeplog_spark import schemas
-from deeplog_spark.artifacts import read_json, write_json
+from deeplog_spark.artifacts import read_json, validate_run_id, write_json
 from deeplog_spark.config import SPLITS, Config
 from deeplog_spark.detection import ModelBundle
 from deeplog_spark.ingest import InputError
 from deeplog_spark.logs import stage
-from deeplog_spark.tables import read_table
+from deeplog_spark.tables import read_table, replace_where
 
 log = logging.getLogger(__name__)
 
@@ -222,6 +222,11 @@ def evaluate_all(v: DataFrame, settings: dict[str, tuple[int, float | None, floa
     return out
 
 
+def _evaluation_rows(run_id: str, cfg: Config) -> str:
+    """SQL predicate of the metrics rows of one evaluation (run ids are validated: no quotes)."""
+    return f"run_id = '{validate_run_id(run_id)}' AND detect_g = {int(cfg.top_g)} AND detect_k = {float(cfg.k_sigma)!r}"
+
+
 def run_evaluate(spark: SparkSession, cfg: Config, model: str | None = None) -> dict:
     """Metrics for the run's verdicts at (top_g, k_sigma) and at val-chosen thresholds."""
     from deeplog_spark.artifacts import plot_f1_bars, plot_roc
@@ -240,12 +245,13 @@ def run_evaluate(spark: SparkSession, cfg: Config, model: str | None = None) -> 
                                            "val_chosen": (chosen["g"], chosen["k"])}.items()}
         now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
         rows = [{**m, "run_id": bundle.run_id, "k": float(m["k"] if m["k"] is not None else cfg.k_sigma),
-                 "evaluated_at": now}
+                 "detect_g": cfg.top_g, "detect_k": float(cfg.k_sigma), "evaluated_at": now}
                 for m in evaluate_all(verdicts, settings, bundle.vocab_size)]
         metrics_df = spark.createDataFrame(
             [tuple(r[f.name] for f in schemas.METRICS_SCHEMA.fields) for r in rows], schemas.METRICS_SCHEMA)
-        metrics_df.write.format("delta").mode("append").option("mergeSchema", "true").save(
-            cfg.table_path(schemas.METRICS))
+        # one evaluation = the verdicts of (run_id, g, k): a re-run replaces its rows, others are kept
+        replace_where(metrics_df, cfg.table_path(schemas.METRICS), _evaluation_rows(bundle.run_id, cfg),
+                      partition_by=["run_id"])
         out_dir = bundle.dir / "eval"
         stats_path = bundle.dir / "detection" / f"detection_stats_g{cfg.top_g}_k{cfg.k_sigma}.json"
         latency_ms = None

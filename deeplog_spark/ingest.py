@@ -146,6 +146,27 @@ def _list_tokens(col: Column) -> Column:
     return F.split(F.regexp_replace(F.trim(col), r"[\[\]\s]", ""), ",")
 
 
+def well_formed_list(col: Column) -> Column:
+    """Whether ``col`` is a bracketed list of tokens without spaces or brackets: ``[a, b, c]``.
+
+    One search for what a bad list contains (a bracket inside, an empty token, a space inside a
+    token) instead of one match of the list's grammar: Java's engine recursed once per element on
+    ``^\\[x(,x)*\\]$``, and a 10,000-event session overflowed the stack and killed the JVM.
+    """
+    s = F.trim(col)
+    inner = s.substr(F.lit(2), F.length(s) - 2)
+    return (s.startswith("[") & s.endswith("]") & (F.length(s) >= 2)
+            & ~inner.rlike(r"[\[\]]|^\s*,|,\s*,|,\s*$|^\s*$|[^,\s]\s+[^,\s]"))
+
+
+def not_utf8(columns: list[str]) -> Column:
+    """Whether any of ``columns`` held bytes that are not UTF-8 (Spark decodes them as U+FFFD).
+
+    Such a value is lossy: two different BlockIds could decode to the same string.
+    """
+    return F.concat_ws("", *[F.col(c) for c in columns]).contains("\ufffd")
+
+
 def first_reason(*pairs: tuple[Column, str]) -> Column:
     """The reason of the first condition that holds (null when none does)."""
     expr = None
@@ -168,7 +189,7 @@ def parse_traces(raw: DataFrame, key_map: dict[str, int]) -> DataFrame:
     block_id = F.trim(F.col("BlockId"))
     features = F.trim(F.col("Features"))
     keys = _list_tokens(features)
-    features_ok = features.rlike(r"^\[\s*[^\[\],\s]+\s*(,\s*[^\[\],\s]+\s*)*\]$")
+    features_ok = well_formed_list(features)
     features_empty = features.rlike(r"^\[\s*\]$")
 
     df = raw.withColumn("block_id", block_id).withColumn("_keys", keys)
@@ -179,7 +200,7 @@ def parse_traces(raw: DataFrame, key_map: dict[str, int]) -> DataFrame:
     if "TimeInterval" in cols:
         ti = F.trim(F.col("TimeInterval"))
         df = df.withColumn("intervals", F.transform(_list_tokens(ti), lambda x: x.try_cast("double")))
-        ti_ok = ti.rlike(r"^\[\s*[^\[\],\s]+\s*(,\s*[^\[\],\s]+\s*)*\]$")
+        ti_ok = well_formed_list(ti)
         ti_malformed = ti.isNull() | ~ti_ok | F.exists("intervals", lambda v: v.isNull())
         ti_invalid = F.exists("intervals", lambda v: F.isnan(v) | (v < 0) | (v == float("inf")))
         ti_mismatch = F.size("intervals") != F.size("events")
@@ -207,6 +228,7 @@ def parse_traces(raw: DataFrame, key_map: dict[str, int]) -> DataFrame:
 
     reason = first_reason(
         (F.col(CORRUPT).isNotNull(), Reason.MALFORMED_CSV_ROW),
+        (not_utf8([c for c in raw.columns if c in TRACE_REQUIRED + TRACE_OPTIONAL]), Reason.INVALID_ENCODING),
         (F.col("block_id").isNull() | (F.col("block_id") == ""), Reason.MISSING_BLOCK_ID),
         (F.col("_dup") > 1, Reason.DUPLICATE_BLOCK_ID),
         (features.isNull() | features_empty, Reason.EMPTY_SEQUENCE),
@@ -273,6 +295,7 @@ def parse_labels(raw: DataFrame, trace_block_ids: DataFrame) -> DataFrame:
     )
     reason = first_reason(
         (F.col(CORRUPT).isNotNull(), Reason.MALFORMED_CSV_ROW),
+        (not_utf8(list(LABEL_COLUMNS)), Reason.INVALID_ENCODING),
         (F.col("block_id").isNull() | (F.col("block_id") == ""), Reason.MISSING_BLOCK_ID),
         (F.col("label_value").isNull(), Reason.MALFORMED_LABEL),
         (F.col("_dup") > 1, Reason.DUPLICATE_LABEL),

@@ -85,7 +85,10 @@ METRICS_SCHEMA = StructType(
      StructField("sessions", LongType(), False)]
     + [StructField(c, LongType(), False) for c in ("tp", "fp", "tn", "fn")]
     + [StructField(c, DoubleType(), False) for c in ("precision", "recall", "f1", "accuracy", "balanced_accuracy", "mcc")]
-    + [StructField("auroc", DoubleType(), True), StructField("evaluated_at", TimestampType(), False)]
+    + [StructField("auroc", DoubleType(), True),
+       # the verdicts evaluated: detect's (g, k); a re-run of that evaluation replaces these rows
+       StructField("detect_g", IntegerType(), False), StructField("detect_k", DoubleType(), False),
+       StructField("evaluated_at", TimestampType(), False)]
 )
 
 
@@ -93,6 +96,8 @@ class Reason:
     """Reasons written to ``ingest_rejects.reason``."""
 
     MALFORMED_CSV_ROW = "malformed_csv_row"
+    # bytes that are not UTF-8 (decoded as U+FFFD): the row's values cannot be trusted
+    INVALID_ENCODING = "invalid_encoding"
     MISSING_BLOCK_ID = "missing_block_id"
     DUPLICATE_BLOCK_ID = "duplicate_block_id"
     MALFORMED_FEATURES = "malformed_features"

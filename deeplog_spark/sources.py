@@ -1,8 +1,9 @@
 """Batch sources for :func:`deeplog_spark.trainer.fit` (no Spark import).
 
 ``ArraySource`` serves NumPy arrays (the Spark-free path and tests); ``PetastormSource`` serves a
-Petastorm converter's Parquet cache through ``make_torch_dataloader``, sharded by rank.
-Both give every rank the same number of training steps per epoch, which DDP needs.
+Petastorm converter's Parquet cache through ``make_torch_dataloader``, sharded by rank;
+``CountSampledSource`` draws distinct (window, target) rows in proportion to their counts.
+All give every rank the same number of training steps per epoch, which DDP needs.
 """
 
 from __future__ import annotations
@@ -48,6 +49,9 @@ class ArraySource:
     def full(self) -> Iterator[Batch]:
         return self._batches(torch.arange(self.rank, len(self), self.world))
 
+    def close(self) -> None:
+        """Nothing to release (the same interface as :class:`PetastormSource`)."""
+
 
 class PetastormSource:
     """Batches from a Petastorm Spark converter, this rank's shard of the row groups.
@@ -91,3 +95,47 @@ class PetastormSource:
         if self._ctx is not None:
             self._ctx.__exit__(None, None, None)
             self._ctx, self._it = None, None
+
+
+class CountSampledSource(ArraySource):
+    """Distinct rows drawn in proportion to their ``weight`` (count): SGD over all windows.
+
+    Training on distinct rows once per epoch with count-weighted losses has the right expected
+    gradient, but makes one step per ``batch_size`` distinct rows: a few dozen steps per epoch on
+    HDFS, and noisy ones (a few rows carry most of the weight). Here every epoch draws
+    ``epoch_rows`` rows (at most the window count; 0 = the window count) with replacement, each
+    row with probability count / total, and trains them with weight 1, so a step sees what a step over all windows sees, from a table ~100x smaller.
+    Each rank draws its own ``epoch_rows / world`` rows from all rows (the table is small), seeded
+    by (seed, rank, epoch). ``full()`` stays one weighted pass over the rows (exact metrics).
+    """
+
+    def __init__(self, window: np.ndarray, target: np.ndarray, weight: np.ndarray, epoch_rows: int = 0,
+                 batch_size: int = 128, seed: int = 1337, rank: int = 0, world: int = 1):
+        super().__init__(window, target, weight, batch_size, seed, rank, world)
+        if len(self) == 0 or float(self.weight.sum()) <= 0:
+            raise ValueError("no training rows with a positive count to draw from")
+        if epoch_rows < 0:
+            raise ValueError(f"epoch_rows must be 0 (all windows) or positive, got {epoch_rows}")
+        total = float(self.weight.sum())
+        # 0: an epoch draws as many rows as there are windows, the cost of an epoch over all of them
+        self.epoch_rows = int(min(epoch_rows, total)) if epoch_rows > 0 else int(round(total))
+        self.steps_per_epoch = max(1, math.ceil(self.epoch_rows / (batch_size * world)))
+        self._p = (self.weight / self.weight.sum()).double()
+
+    @classmethod
+    def from_batches(cls, batches, epoch_rows: int, **kw) -> "CountSampledSource":
+        """Collect ``window, target, weight`` batches (one pass over a source) into a sampler."""
+        parts: dict[str, list] = {"window": [], "target": [], "weight": []}
+        for b in batches:
+            for k in parts:
+                parts[k].append(torch.as_tensor(b[k]))
+        if not parts["target"]:
+            raise ValueError("no training rows to draw from")
+        return cls(*(torch.cat(parts[k]).numpy() for k in ("window", "target", "weight")), epoch_rows, **kw)
+
+    def epoch(self, epoch: int) -> Iterator[Batch]:
+        g = torch.Generator().manual_seed(hash((self.seed, self.rank, epoch)) % (2**62))
+        ones = torch.ones(self.batch_size, dtype=torch.float32)
+        for _ in range(self.steps_per_epoch):
+            i = torch.multinomial(self._p, self.batch_size, replacement=True, generator=g)
+            yield {"window": self.window[i], "target": self.target[i], "weight": ones}

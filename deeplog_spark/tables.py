@@ -3,11 +3,66 @@
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+import random
+import time
+from typing import Callable, Sequence, TypeVar
 
 from pyspark.sql import DataFrame, SparkSession
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+#: How often a commit that lost a race to a concurrent writer is retried (with jittered backoff).
+COMMIT_ATTEMPTS = 8
+
+
+def _conflicts() -> tuple[type[BaseException], ...]:
+    """Delta's optimistic-concurrency exceptions: another writer committed first."""
+    from delta.exceptions import (
+        ConcurrentAppendException,
+        ConcurrentDeleteDeleteException,
+        ConcurrentDeleteReadException,
+        ConcurrentTransactionException,
+        ConcurrentWriteException,
+        DeltaConcurrentModificationException,
+        MetadataChangedException,
+        ProtocolChangedException,
+    )
+
+    return (ConcurrentAppendException, ConcurrentDeleteDeleteException, ConcurrentDeleteReadException,
+            ConcurrentTransactionException, ConcurrentWriteException, DeltaConcurrentModificationException,
+            MetadataChangedException, ProtocolChangedException)
+
+
+def is_conflict(exc: BaseException) -> bool:
+    """Whether ``exc`` is a Delta commit conflict (including two writers creating one table)."""
+    if isinstance(exc, _conflicts()):
+        return True
+    # the same conflicts when they reach Python wrapped in another error: by class or error name
+    text = str(exc)
+    return any(s in text for s in ("ProtocolChangedException", "MetadataChangedException", "ConcurrentAppendException",
+                                   "DELTA_CONCURRENT_", "DELTA_PROTOCOL_CHANGED", "DELTA_METADATA_CHANGED"))
+
+
+def commit_with_retry(commit: Callable[[], T], what: str, attempts: int = COMMIT_ATTEMPTS,
+                      base_delay_s: float = 0.5) -> T:
+    """Run ``commit`` (one Delta write), again when a concurrent writer's commit conflicts with it.
+
+    Every write here is a replacement of a defined set of rows, so running it again after a
+    conflict is safe: the retry re-reads the table and replaces the same rows, and the other
+    writer's rows are kept. Other errors are raised at once.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            return commit()
+        except Exception as exc:  # noqa: BLE001 - filtered by is_conflict
+            if attempt == attempts or not is_conflict(exc):
+                raise
+            delay = base_delay_s * 2 ** (attempt - 1) * (0.5 + random.random())
+            log.warning("%s: concurrent commit conflict (%s), retry %d/%d in %.1f s", what,
+                        type(exc).__name__, attempt, attempts - 1, delay)
+            time.sleep(delay)
+    raise AssertionError("unreachable")
 
 
 def write_table(df: DataFrame, path: str, partition_by: Sequence[str] = ()) -> None:
@@ -15,10 +70,7 @@ def write_table(df: DataFrame, path: str, partition_by: Sequence[str] = ()) -> N
 
     Readers see the previous version until the commit lands, and time travel keeps it.
     """
-    writer = df.write.format("delta").mode("overwrite").option("overwriteSchema", "true")
-    if partition_by:
-        writer = writer.partitionBy(*partition_by)
-    writer.save(path)
+    replace_where(df, path, "true", partition_by, whole=True)
 
 
 def write_batches(df: DataFrame, path: str, batches: Sequence[str], append: bool,
@@ -28,13 +80,27 @@ def write_batches(df: DataFrame, path: str, batches: Sequence[str], append: bool
     ``append=False``: replace the whole table. ``append=True``: replace only the rows of these
     batches (``replaceWhere``) and keep the others, so re-running a batch is idempotent.
     """
-    spark = df.sparkSession
-    if not append or not table_exists(spark, path):
-        write_table(df, path, partition_by)
-        return
     names = ", ".join("'" + b.replace("'", "") + "'" for b in batches)  # batch names are validated: no quotes
-    (df.write.format("delta").mode("overwrite").option("replaceWhere", f"ingest_batch IN ({names})")
-     .option("mergeSchema", "true").save(path))
+    replace_where(df, path, f"ingest_batch IN ({names})", partition_by, whole=not append)
+
+
+def replace_where(df: DataFrame, path: str, cond: str, partition_by: Sequence[str] = (), whole: bool = False) -> None:
+    """Replace the rows matching SQL ``cond`` in the Delta table at ``path`` with ``df`` (one commit).
+
+    Creates the table (partitioned by ``partition_by``) when it does not exist; ``whole=True``
+    replaces the whole table. Rows outside ``cond`` are kept, so writers of disjoint row sets can
+    commit at the same time: a conflict is retried (:func:`commit_with_retry`).
+    """
+    def commit() -> None:
+        if whole or not table_exists(df.sparkSession, path):
+            writer = df.write.format("delta").mode("overwrite").option("overwriteSchema", "true")
+            writer = writer.partitionBy(*partition_by) if partition_by else writer
+        else:
+            writer = (df.write.format("delta").mode("overwrite").option("replaceWhere", cond)
+                      .option("mergeSchema", "true"))
+        writer.save(path)
+
+    commit_with_retry(commit, path)
 
 
 def table_exists(spark: SparkSession, path: str) -> bool:

@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     from deeplog_spark.config import Config, ConfigError, parse_overrides, pop_option
     from deeplog_spark.logs import setup_logging
     from deeplog_spark.model import build_model, save_checkpoint
-    from deeplog_spark.sources import ArraySource
+    from deeplog_spark.sources import ArraySource, CountSampledSource
     from deeplog_spark.trainer import model_config, run_task
 
     setup_logging()
@@ -184,9 +184,13 @@ def main(argv: list[str] | None = None) -> int:
         log.info("%s: %d training rows (%d windows), %d validation rows, device %s, world %d",
                  task, len(yt), int(wt.sum()), len(yv), device, world)
     spec = {"task": task, "model_config": model_config(cfg, task, vocab_size), "epochs": cfg.epochs,
-            "lr": cfg.lr, "patience": cfg.patience, "min_delta": cfg.min_delta, "top_g": cfg.top_g,
+            "lr": cfg.lr, "patience": cfg.patience, "min_delta": cfg.min_delta, "lr_decay": cfg.lr_decay,
+            "top_g": cfg.top_g,
             "seed": cfg.seed}
-    train = ArraySource(xt, yt, wt, cfg.batch_size, cfg.seed, rank, world)
+    if cfg.distinct_windows:  # the same law as the Spark job: distinct rows drawn by count
+        train = CountSampledSource(xt, yt, wt, cfg.max_train_rows, cfg.batch_size, cfg.seed, rank, world)
+    else:
+        train = ArraySource(xt, yt, wt, cfg.batch_size, cfg.seed, rank, world)
     val = ArraySource(xv, yv, wv, cfg.batch_size, cfg.seed, rank, world) if len(yv) else None
     result = run_task(spec, train, val, device)
     if rank == 0:

@@ -55,6 +55,9 @@ class FitOptions:
     # An epoch counts as an improvement only if it lowers the monitored loss by more than this
     # fraction of the best so far (0: any decrease). Long runs on big data plateau in tiny steps.
     min_delta: float = 0.0
+    # Multiply the learning rate by this after every epoch that is not an improvement (1.0: never).
+    # Constant-rate Adam stalls on a noise floor; halving on each plateau gets below it.
+    lr_decay: float = 1.0
 
 
 def seed_everything(seed: int) -> None:
@@ -188,6 +191,10 @@ def fit(model: nn.Module, opts: FitOptions, train: BatchSource, val: BatchSource
             bad_epochs = 0
         else:
             bad_epochs += 1
+            if opts.lr_decay < 1.0:
+                for group in optimizer.param_groups:
+                    group["lr"] *= opts.lr_decay
+        record["lr_next"] = optimizer.param_groups[0]["lr"]
         history.append(record)
         mean_epoch = sum(h["seconds"] for h in history[start:]) / len(history[start:])
         record["eta_s"] = round(mean_epoch * (opts.epochs - epoch - 1), 1)
@@ -294,7 +301,7 @@ def run_task(spec: dict, train: BatchSource, val: BatchSource | None, device: to
     opts = FitOptions(task=spec["task"], epochs=spec["epochs"], lr=spec["lr"], patience=spec["patience"],
                       top_g=spec["top_g"], seed=spec["seed"], resume_path=spec.get("resume_path"),
                       monitor=spec.get("monitor", "loss"), baseline=spec.get("baseline", False),
-                      min_delta=spec.get("min_delta", 0.0))
+                      min_delta=spec.get("min_delta", 0.0), lr_decay=spec.get("lr_decay", 1.0))
     result = fit(model, opts, train, val, device)
     if spec["task"] == "value":
         mu, sigma, n = prediction_errors(model, train.full(), device)

@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 TRAIN_TASKS = ("key", "value", "both")
 #: Config keys that define a trained model; with the input table version they make the run id.
 RUN_KEYS = ("h", "embed_dim", "key_hidden", "key_layers", "key_dropout", "value_hidden", "value_layers",
-            "value_dropout", "batch_size", "lr", "epochs", "patience", "min_delta", "distinct_windows",
+            "value_dropout", "batch_size", "lr", "lr_decay", "epochs", "patience", "min_delta", "distinct_windows",
             "max_train_rows", "max_val_rows", "seed", "train_ratio", "val_ratio", "test_ratio", "num_processes",
             "use_gpu")
 
@@ -53,7 +53,7 @@ def petastorm_train_fn(spec: dict, train_converter, val_converter) -> dict | Non
     import torch.distributed as dist
 
     from deeplog_spark.logs import setup_logging
-    from deeplog_spark.sources import PetastormSource
+    from deeplog_spark.sources import CountSampledSource, PetastormSource
     from deeplog_spark.trainer import run_task
 
     setup_logging()
@@ -67,7 +67,12 @@ def petastorm_train_fn(spec: dict, train_converter, val_converter) -> dict | Non
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))  # no oversubscription
     if world > 1:
         dist.init_process_group("nccl" if spec["use_gpu"] else "gloo")
-    train = PetastormSource(train_converter, spec["batch_size"], rank, world, spec["seed"], spec["loader_workers"])
+    if spec.get("count_sampling"):  # distinct rows: every rank loads them all and draws by count
+        rows = PetastormSource(train_converter, spec["batch_size"], 0, 1, spec["seed"], spec["loader_workers"])
+        train = CountSampledSource.from_batches(rows.full(), spec["epoch_rows"], batch_size=spec["batch_size"],
+                                                seed=spec["seed"], rank=rank, world=world)
+    else:
+        train = PetastormSource(train_converter, spec["batch_size"], rank, world, spec["seed"], spec["loader_workers"])
     val = (PetastormSource(val_converter, spec["batch_size"], rank, world, spec["seed"], spec["loader_workers"])
            if val_converter is not None else None)
     try:
@@ -146,8 +151,8 @@ def _resolve_tasks(task: str, windows: DataFrame) -> list[str]:
 def train_spec(cfg: Config, task: str, model_cfg: dict, out_dir: Path, **overrides) -> dict:
     """What the train function needs on every rank (plain values, pickled to the ranks)."""
     spec = {"task": task, "model_config": model_cfg, "epochs": cfg.epochs, "lr": cfg.lr,
-            "patience": cfg.patience, "min_delta": cfg.min_delta, "top_g": cfg.top_g, "seed": cfg.seed,
-            "batch_size": cfg.batch_size,
+            "patience": cfg.patience, "min_delta": cfg.min_delta, "lr_decay": cfg.lr_decay, "top_g": cfg.top_g, "seed": cfg.seed,
+            "batch_size": cfg.batch_size, "count_sampling": cfg.distinct_windows, "epoch_rows": cfg.max_train_rows,
             "use_gpu": cfg.use_gpu, "loader_workers": cfg.loader_workers,
             "resume_path": str((out_dir / f"{task}_resume.pt").resolve()),
             "result_path": str((out_dir / f"{task}_result.pt").resolve())}

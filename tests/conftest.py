@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -49,3 +52,45 @@ def shared_hdfs() -> Path:
         pytest.skip(f"real HDFS data not found at {SHARED_HDFS} (../shared/data/hdfs beside the clone, "
                     "or set DEEPLOG_SHARED_HDFS); CI has it")
     return SHARED_HDFS
+
+
+def submit(args: list[str], master: str = "local[2]", env_extra: dict | None = None,
+           timeout: int = 900) -> subprocess.CompletedProcess:
+    """``./spark-submit.sh ARGS`` as a user runs it (the test session's own gateway not inherited)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYSPARK_GATEWAY_PORT"}
+    env.update({"SPARK_MASTER": master, "SPARK_LOCAL_IP": "127.0.0.1", **(env_extra or {})})
+    return subprocess.run(["./spark-submit.sh", *args], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def summary_of(stdout: str) -> dict:
+    """The job's JSON summary: spark-submit merges the driver's logs into stdout; the summary is last."""
+    return json.loads(stdout[stdout.rindex("\n{\n"):])
+
+
+@pytest.fixture(scope="session")
+def full_run(tmp_path_factory):
+    """``--task full-pipeline`` through spark-submit (local[2], 3 epochs), shared by the session.
+
+    Input: the embedded sample plus a file with one bad row (so every table has rows, rejects
+    too). Returns (cfg, summary, driver output, root). The task CLI, README SQL, crash and
+    cluster tests read its tables; none rewrites them.
+    """
+    root = tmp_path_factory.mktemp("full_run")
+    inputs = root / "traces"
+    inputs.mkdir()
+    shutil.copy(SAMPLE / "Event_traces.csv.gz", inputs / "part1.csv.gz")
+    (inputs / "part2.csv").write_text('BlockId,Features\nblk_extra,"[E5,E77]"\n')
+    over = {"tables_root": str(root / "wh"), "artifacts_root": str(root / "art"), "event_traces": str(inputs),
+            "epochs": 3}
+    res = submit(["--task", "full-pipeline", *[x for k, v in over.items() for x in (f"--{k}", str(v))]])
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    cfg = Config.load(overrides={**over, "shuffle_partitions": 2})
+    return cfg, summary_of(res.stdout), res.stdout + res.stderr, root
+
+
+def copy_tables(src: Config, dst: Config, *names: str) -> None:
+    """Copy Delta tables (their files and log) from one tables_root to another."""
+    for name in names:
+        shutil.copytree(src.table_path(name), dst.table_path(name))
+

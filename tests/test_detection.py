@@ -12,7 +12,7 @@ from deeplog_spark.artifacts import run_dir, write_json
 from deeplog_spark.detection import run_detect
 from deeplog_spark.evaluation import auroc, choose_thresholds, confusion, rates, run_evaluate
 from deeplog_spark.model import KeyLSTM, KeyModelConfig, ValueLSTM, ValueModelConfig, save_checkpoint
-from deeplog_spark.tables import read_table, write_table
+from deeplog_spark.tables import read_table, table_version, write_table
 
 H, VOCAB = 3, 5
 RUN = "handmade"
@@ -63,7 +63,7 @@ def _preds(spark, cfg, g=3, k=3.0):
     return {(r.block_id, r.position): r for r in df.collect()}
 
 
-def test_top_g_value_threshold_fusion_and_unseen_events(spark, detect_cfg):
+def test_top_g_value_threshold_fusion_unseen_events_and_session_verdicts(spark, detect_cfg):
     run_detect(spark, detect_cfg)
     p = _preds(spark, detect_cfg)
     assert len(p) == sum(len(ws) for *_, ws in BLOCKS)
@@ -81,9 +81,7 @@ def test_top_g_value_threshold_fusion_and_unseen_events(spark, detect_cfg):
     assert p["b_unseen_win", 0].key_reason == "unseen_event_in_window" and p["b_unseen_win", 0].key_anomaly
     assert p["b_oov", 0].key_reason == "unseen_next_event" and p["b_oov", 0].key_rank == VOCAB + 2
 
-
-def test_session_verdicts(spark, detect_cfg):
-    run_detect(spark, detect_cfg)
+    # session verdicts of the same detection
     v = {r.block_id: r for r in read_table(spark, detect_cfg.table_path(schemas.VERDICTS)).collect()}
     assert {b for b, r in v.items() if r.anomalous} == {"b_key", "b_val", "b_unseen_next", "b_unseen_win", "b_oov"}
     assert (v["b_key"].n_windows, v["b_key"].n_anomalous_windows, v["b_key"].first_anomalous_position) == (3, 1, 1)
@@ -199,8 +197,15 @@ def test_evaluate_writes_metrics_table_and_reports(spark, detect_cfg):
     assert summary["chosen_on_val"]["g"] >= 1
     first = m.count()
     assert first == 2 * 3 * 3  # (default, val_chosen) x (train, val, test) x (key, value, fused)
-    run_evaluate(spark, detect_cfg)
-    assert read_table(spark, detect_cfg.table_path(schemas.METRICS)).count() == 2 * first  # appended
+    cols = [c for c in m.columns if c != "evaluated_at"]
+    before = m.select(cols).collect()
+    run_evaluate(spark, detect_cfg)  # a re-run replaces its own rows: same contents, a new version
+    again = read_table(spark, detect_cfg.table_path(schemas.METRICS))
+    assert sorted(again.select(cols).collect()) == sorted(before)
+    assert table_version(spark, detect_cfg.table_path(schemas.METRICS)) == 1
+    run_detect(spark, detect_cfg.replace(top_g=2))
+    run_evaluate(spark, detect_cfg.replace(top_g=2))  # another detection's evaluation adds its rows
+    assert read_table(spark, detect_cfg.table_path(schemas.METRICS)).count() == 2 * first
 
 
 def test_detect_one_ingest_batch_adds_only_its_rows(spark, detect_cfg):
@@ -220,3 +225,65 @@ def test_detect_one_ingest_batch_adds_only_its_rows(spark, detect_cfg):
     assert read_table(spark, cfg.table_path(schemas.PREDICTIONS)).count() == sum(len(b[3]) for b in BLOCKS) + 1
     with pytest.raises(Exception, match="no windows of batch"):
         run_detect(spark, cfg.replace(ingest_batch="day3"))
+
+
+def test_two_detect_runs_at_the_same_time_both_land(spark, detect_cfg):
+    """Delta optimistic concurrency: two detections (different run ids) write predictions,
+    verdicts and metrics at once, starting from no tables; conflicts are retried, nothing lost."""
+    import shutil
+    import threading
+
+    other = "handmade2"
+    shutil.copytree(run_dir(detect_cfg.artifacts_root, RUN), run_dir(detect_cfg.artifacts_root, other))
+    start, errors = threading.Barrier(2), []
+
+    def one(run_id):
+        try:
+            start.wait()
+            run_detect(spark, detect_cfg, run_id)
+            run_evaluate(spark, detect_cfg, run_id)
+        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one, args=(r,)) for r in (RUN, other)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    n_windows = sum(len(ws) for *_, ws in BLOCKS)
+    for table, per_run in ((schemas.PREDICTIONS, n_windows), (schemas.VERDICTS, len(BLOCKS)), (schemas.METRICS, 18)):
+        got = {r.run_id: r["count"] for r in read_table(spark, detect_cfg.table_path(table)).groupBy("run_id").count().collect()}
+        assert got == {RUN: per_run, other: per_run}, table
+    mine = read_table(spark, detect_cfg.table_path(schemas.VERDICTS)).where(F.col("run_id") == RUN).drop("run_id")
+    theirs = read_table(spark, detect_cfg.table_path(schemas.VERDICTS)).where(F.col("run_id") == other).drop("run_id")
+    assert mine.exceptAll(theirs).count() == 0 and theirs.exceptAll(mine).count() == 0  # same model, same verdicts
+
+
+def test_commit_retry_retries_conflicts_only(spark):
+    from delta.exceptions import ConcurrentAppendException
+
+    from deeplog_spark.tables import commit_with_retry
+
+    calls = []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) < 3:
+            raise ConcurrentAppendException(message="another writer added files")
+        return "done"
+
+    assert commit_with_retry(flaky, "t", base_delay_s=0.001) == "done" and len(calls) == 3
+    calls.clear()
+    with pytest.raises(ConcurrentAppendException):  # gives up after the last attempt
+        commit_with_retry(flaky, "t", attempts=2, base_delay_s=0.001)
+    assert len(calls) == 2
+
+    def broken():
+        calls.append(1)
+        raise ValueError("not a conflict")
+
+    calls.clear()
+    with pytest.raises(ValueError):
+        commit_with_retry(broken, "t", base_delay_s=0.001)
+    assert len(calls) == 1  # other errors are not retried

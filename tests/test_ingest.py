@@ -131,19 +131,6 @@ def test_rerun_is_a_new_version_with_the_same_contents(spark, cfg):
     assert v0.exceptAll(v1).count() == 0 and v1.exceptAll(v0).count() == 0
 
 
-@pytest.mark.parametrize("content, match", [
-    (None, "input not found"),
-    ("", "empty file"),
-    ("BlockId,Events\nb1,\"[E5]\"\n", "missing column.*Features"),
-])
-def test_unusable_trace_files_are_clear_errors(spark, cfg, tmp_path, content, match):
-    path = tmp_path / "traces.csv"
-    if content is not None:
-        path.write_text(content)
-    with pytest.raises(InputError, match=match):
-        run_ingest(spark, cfg.replace(event_traces=str(path)))
-
-
 def test_templates_crlf_and_bad_rows(spark, tmp_path):
     crlf = _write(tmp_path / "t.csv", "EventId,EventTemplate\r\nE2,[*]Verification succeeded for[*]\r\n"
                   "E1,[*]Adding an already existing block[*]\r\n")

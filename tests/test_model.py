@@ -13,7 +13,7 @@ from deeplog_spark.model import (
     load_checkpoint,
     save_checkpoint,
 )
-from deeplog_spark.sources import ArraySource
+from deeplog_spark.sources import ArraySource, CountSampledSource
 from deeplog_spark.trainer import FitOptions, evaluate, fit, prediction_errors, seed_everything, state_digest
 
 
@@ -69,6 +69,23 @@ def test_min_delta_stops_on_a_plateau_of_small_gains():
     assert len(strict["history"]) < len(plain["history"])
 
 
+def test_lr_decay_halves_the_rate_after_each_epoch_without_improvement():
+    x, y = _toy_key_data()
+    seed_everything(1)
+    model = KeyLSTM(KeyModelConfig(vocab_size=6, h=4, embed_dim=8, hidden=16))
+    src = ArraySource(x, y, batch_size=32)
+    out = fit(model, FitOptions(task="key", epochs=12, lr=1e-2, patience=3, min_delta=0.3, lr_decay=0.5),
+              src, src, torch.device("cpu"))
+    best, lr = float("inf"), 1e-2
+    for h in out["history"]:  # the rate in effect for the next epoch
+        if h["val_loss"] < best * (1 - 0.3):
+            best = h["val_loss"]
+        else:
+            lr *= 0.5
+        assert h["lr_next"] == pytest.approx(lr)
+    assert lr < 1e-2  # at least one plateau was met (min_delta 0.3 makes them likely)
+
+
 def test_early_stopping_on_validation_restores_the_best_epoch():
     seed_everything(2)
     x, y = _toy_key_data()
@@ -93,6 +110,29 @@ def test_weighted_distinct_rows_give_the_same_metrics_as_all_rows():
     assert dist["windows"] == full["windows"] == 500
     for k in ("loss", "accuracy", "top_g_recall"):
         assert dist[k] == pytest.approx(full[k], rel=1e-5)
+
+
+def test_count_sampling_draws_rows_in_proportion_to_their_counts():
+    x = np.arange(12).reshape(4, 3)
+    y, w = np.array([0, 1, 2, 3]), np.array([1.0, 2.0, 3.0, 94.0], dtype=np.float32)
+    src = CountSampledSource(x, y, w, epoch_rows=0, batch_size=50, seed=7)
+    assert src.epoch_rows == 100 and src.steps_per_epoch == 2  # 0 = as many draws as windows
+    drawn = torch.cat([b["target"] for e in range(200) for b in src.epoch(e)])
+    assert len(drawn) == 200 * 2 * 50
+    share = np.bincount(drawn.numpy(), minlength=4) / len(drawn)
+    assert share == pytest.approx(w / w.sum(), abs=0.01)
+    batch = next(iter(src.epoch(0)))
+    assert torch.all(batch["weight"] == 1.0)  # the counts are in the draw, not in the loss
+    assert torch.equal(batch["window"], torch.as_tensor(x)[batch["target"]])  # rows stay whole
+    # repeatable per (seed, rank, epoch); ranks draw differently but take the same number of steps
+    again = CountSampledSource(x, y, w, 0, 50, seed=7)
+    assert torch.equal(next(iter(again.epoch(3)))["target"], next(iter(src.epoch(3)))["target"])
+    r0, r1 = (CountSampledSource(x, y, w, 60, 10, seed=7, rank=r, world=2) for r in (0, 1))
+    assert r0.steps_per_epoch == r1.steps_per_epoch == 3
+    assert not torch.equal(next(iter(r0.epoch(0)))["target"], next(iter(r1.epoch(0)))["target"])
+    assert CountSampledSource(x, y, w, 10**6, 50).epoch_rows == 100  # never more draws than windows
+    with pytest.raises(ValueError, match="positive count"):
+        CountSampledSource(x, y, np.zeros(4, dtype=np.float32), 0, 50)
 
 
 def test_prediction_errors_are_weighted_mean_and_std():

@@ -1,6 +1,7 @@
 """The README's SQL examples run against freshly built tables (docs that cannot rot)."""
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -14,25 +15,12 @@ def test_readme_has_sql_examples():
 
 
 @pytest.fixture(scope="module")
-def built_tables(spark, tmp_path_factory):
-    from deeplog_spark.config import Config
-    from deeplog_spark.pipeline import run_pipeline
-
-    import shutil
-
-    from conftest import SAMPLE
-
-    tmp = tmp_path_factory.mktemp("readme")
-    inputs = tmp / "traces"  # a directory of two files: the sample and one with a bad row
-    inputs.mkdir()
-    shutil.copy(SAMPLE / "Event_traces.csv.gz", inputs / "part1.csv.gz")
-    (inputs / "part2.csv").write_text('BlockId,Features\nblk_extra,"[E5,E77]"\n')
-    root = tmp / "warehouse"
-    cfg = Config.load(overrides={"tables_root": str(root), "shuffle_partitions": 2, "epochs": 2,
-                                 "artifacts_root": str(tmp / "artifacts"), "event_traces": str(inputs)})
-    counts = run_pipeline(spark, cfg)["ingest"]  # every table the README queries
+def built_tables(full_run):
+    """Every table the README queries: the session's full pipeline run (with one rejected row)."""
+    cfg, summary, _, _ = full_run
+    counts = summary["ingest"]
     assert (counts["trace_rows"], counts["traces"], counts["trace_rejects"]) == (3001, 3000, 1)
-    return root
+    return Path(cfg.tables_root).resolve()
 
 
 @pytest.mark.parametrize("sql", SQL_BLOCKS, ids=[f"block{i}" for i in range(len(SQL_BLOCKS))])

@@ -182,7 +182,7 @@ def reference_stage(bench: Bench, run_id: str, windows_target: int) -> dict:
 
     from deeplog_spark import schemas
     from deeplog_spark.detection import ModelBundle, run_detect
-    from deeplog_spark.model import load_checkpoint_bytes
+    from deeplog_spark.nn.model import load_checkpoint_bytes
     from deeplog_spark.tables import read_table, write_table
 
     spark, cfg = bench.spark, bench.cfg

@@ -17,7 +17,7 @@ from pyspark.sql import SparkSession
 
 from deeplog_spark import config as config_mod
 from deeplog_spark.config import Config, ConfigError, parse_overrides, pop_option
-from deeplog_spark.ingest import InputError
+from deeplog_spark.errors import InputError
 from deeplog_spark.logs import setup_logging
 from deeplog_spark.session import build_spark
 

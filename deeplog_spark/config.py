@@ -18,6 +18,8 @@ import tomllib
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from deeplog_spark.errors import ConfigError
+
 #: The repository's default config file (``conf/deeplog.toml`` beside this package). When the
 #: package runs from a zip (spark-submit --py-files), ``./conf/deeplog.toml`` is used instead.
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "conf" / "deeplog.toml"
@@ -27,8 +29,7 @@ CONFIG_ENV = "DEEPLOG_CONFIG"
 SPLITS = ("train", "val", "test")
 
 
-class ConfigError(ValueError):
-    """A config key is unknown, missing, of the wrong type or out of range."""
+__all__ = ["Config", "ConfigError", "SPLITS", "NAME_RE", "parse_overrides", "pop_option"]
 
 
 def _field(section: str, doc: str):

@@ -23,9 +23,9 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from deeplog_spark import schemas
-from deeplog_spark.artifacts import read_json, resolve_run_id, run_dir, validate_run_id, write_json
+from deeplog_spark.runs import read_json, resolve_run_id, run_dir, validate_run_id, write_json
 from deeplog_spark.config import Config
-from deeplog_spark.ingest import InputError
+from deeplog_spark.errors import InputError
 from deeplog_spark.logs import stage
 from deeplog_spark.tables import read_table, replace_where
 
@@ -48,7 +48,7 @@ class ModelBundle:
         key = self.dir / "key_model.pt"
         if not key.is_file():
             raise InputError(f"run {self.run_id} has no key model ({key} missing)")
-        from deeplog_spark.model import load_checkpoint
+        from deeplog_spark.nn.model import load_checkpoint
 
         _, payload = load_checkpoint(key, expect_task="key")  # validate on the driver first
         self.key_bytes = key.read_bytes()
@@ -74,8 +74,8 @@ def _key_udf(bc, sha: str, vocab_size: int, train_vocab: list[int], top_g: int, 
         import numpy as np
         import torch
 
-        from deeplog_spark.model import load_checkpoint_bytes
-        from deeplog_spark.scoring import KeyScorer
+        from deeplog_spark.nn.model import load_checkpoint_bytes
+        from deeplog_spark.nn.scoring import KeyScorer
 
         torch.set_num_threads(1)  # one Spark task per core
         model, _ = load_checkpoint_bytes(bc.value, "key", sha, "key_model.pt")
@@ -97,8 +97,8 @@ def _value_udf(bc, sha: str, mean: float, std: float, batch_size: int):
         import numpy as np
         import torch
 
-        from deeplog_spark.model import load_checkpoint_bytes
-        from deeplog_spark.scoring import ValueScorer
+        from deeplog_spark.nn.model import load_checkpoint_bytes
+        from deeplog_spark.nn.scoring import ValueScorer
 
         torch.set_num_threads(1)
         model, _ = load_checkpoint_bytes(bc.value, "value", sha, "value_model.pt")

@@ -17,10 +17,10 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from deeplog_spark import schemas
-from deeplog_spark.artifacts import read_json, validate_run_id, write_json
+from deeplog_spark.runs import read_json, validate_run_id, write_json
 from deeplog_spark.config import SPLITS, Config
 from deeplog_spark.detection import ModelBundle
-from deeplog_spark.ingest import InputError
+from deeplog_spark.errors import InputError
 from deeplog_spark.logs import stage
 from deeplog_spark.tables import read_table, replace_where
 
@@ -229,7 +229,7 @@ def _evaluation_rows(run_id: str, cfg: Config) -> str:
 
 def run_evaluate(spark: SparkSession, cfg: Config, model: str | None = None) -> dict:
     """Metrics for the run's verdicts at (top_g, k_sigma) and at val-chosen thresholds."""
-    from deeplog_spark.artifacts import plot_f1_bars, plot_roc
+    from deeplog_spark.plots import plot_f1_bars, plot_roc
 
     with stage("evaluate") as st:
         bundle = ModelBundle(cfg.artifacts_root, model)

@@ -33,7 +33,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
-from deeplog_spark.artifacts import write_json
+from deeplog_spark.runs import write_json
 from deeplog_spark.config import Config
 from deeplog_spark.ingest import ingest, read_anomaly_labels, read_event_traces, read_templates
 from deeplog_spark.logs import stage

@@ -18,6 +18,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
 from pyspark.sql.window import Window
 
+from deeplog_spark.errors import InputError
 from deeplog_spark.schemas import (
     INGEST_REJECTS_SCHEMA,
     SOURCE_ANOMALY_LABELS,
@@ -37,10 +38,6 @@ LABEL_COLUMNS = ("BlockId", "Label")
 TEMPLATE_COLUMNS = ("EventId", "EventTemplate")
 
 _EVENT_KEY_RE = re.compile(r"^E([1-9][0-9]*)$")
-
-
-class InputError(ValueError):
-    """An input file cannot be used at all (missing, empty, wrong columns)."""
 
 
 # -- readers ------------------------------------------------------------------------------------

@@ -32,10 +32,10 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from deeplog_spark import schemas
-from deeplog_spark.artifacts import read_json, run_dir, write_json
+from deeplog_spark.runs import read_json, run_dir, write_json
 from deeplog_spark.config import SPLITS, Config
 from deeplog_spark.detection import ModelBundle, run_detect
-from deeplog_spark.ingest import InputError
+from deeplog_spark.errors import InputError
 from deeplog_spark.logs import stage
 from deeplog_spark.tables import read_table, table_exists
 from deeplog_spark.train_data import key_dataset, normal_windows
@@ -131,7 +131,7 @@ def _verdicts_at(spark: SparkSession, cfg: Config, run_id: str) -> DataFrame:
 
 def run_online(spark: SparkSession, cfg: Config, model: str | None = None, normal_blocks: str | None = None) -> dict:
     """Fine-tune run ``model`` (default: latest) on feedback sessions; a new run, scored and logged."""
-    from deeplog_spark.model import load_checkpoint
+    from deeplog_spark.nn.model import load_checkpoint
     from deeplog_spark.training import distribute, save_task, set_petastorm_cache, train_spec
 
     with stage("online") as st:

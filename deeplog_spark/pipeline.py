@@ -16,7 +16,8 @@ from pyspark.sql import functions as F
 
 from deeplog_spark import schemas
 from deeplog_spark.config import Config
-from deeplog_spark.ingest import InputError, build_traces, ingest, read_anomaly_labels, read_event_traces, read_templates
+from deeplog_spark.errors import InputError
+from deeplog_spark.ingest import build_traces, ingest, read_anomaly_labels, read_event_traces, read_templates
 from deeplog_spark.logs import stage
 from deeplog_spark.schemas import Reason
 from deeplog_spark.split import assign_split

@@ -19,7 +19,8 @@ import logging
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from deeplog_spark.ingest import SOURCE_FILE, InputError, first_reason
+from deeplog_spark.errors import InputError
+from deeplog_spark.ingest import SOURCE_FILE, first_reason
 from deeplog_spark.schemas import INGEST_REJECTS_SCHEMA, SOURCE_RAW_LOG, Reason
 
 log = logging.getLogger(__name__)

@@ -2,7 +2,7 @@
 
 One train function (:func:`petastorm_train_fn`) runs on every rank: it opens this rank's shard of
 the Petastorm cache, wraps the model in DistributedDataParallel (gloo on CPU, nccl on GPU) and
-calls the Spark-free :func:`deeplog_spark.trainer.run_task`. The driver saves what rank 0
+calls the Spark-free :func:`deeplog_spark.nn.trainer.run_task`. The driver saves what rank 0
 returns: checkpoint, history, loss curve and, for the value model, norm and threshold JSON.
 """
 
@@ -17,12 +17,13 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from deeplog_spark import schemas
-from deeplog_spark.artifacts import plot_history, run_dir, write_json
+from deeplog_spark.runs import run_dir, write_json
+from deeplog_spark.plots import plot_history
 from deeplog_spark.config import Config
-from deeplog_spark.ingest import InputError
+from deeplog_spark.errors import InputError
 from deeplog_spark.logs import stage
 from deeplog_spark.tables import read_table, table_version
-from deeplog_spark.trainer import model_config
+from deeplog_spark.nn.trainer import model_config
 from deeplog_spark.train_data import (
     has_intervals,
     interval_stats,
@@ -53,8 +54,8 @@ def petastorm_train_fn(spec: dict, train_converter, val_converter) -> dict | Non
     import torch.distributed as dist
 
     from deeplog_spark.logs import setup_logging
-    from deeplog_spark.sources import CountSampledSource, PetastormSource
-    from deeplog_spark.trainer import run_task
+    from deeplog_spark.nn.sources import CountSampledSource, PetastormSource
+    from deeplog_spark.nn.trainer import run_task
 
     setup_logging()
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
@@ -215,7 +216,7 @@ def run_train(spark: SparkSession, cfg: Config, task: str = "both") -> dict:
 
 def save_task(cfg: Config, task: str, spec: dict, result: dict, extra: dict, out_dir: Path) -> dict:
     """Checkpoint, history JSON and loss curve of a trained model; returns its summary."""
-    from deeplog_spark.model import build_model, save_checkpoint
+    from deeplog_spark.nn.model import build_model, save_checkpoint
 
     model = build_model(task, spec["model_config"])
     model.load_state_dict(result["state_dict"])

@@ -17,7 +17,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from deeplog_spark import schemas
-from deeplog_spark.artifacts import run_dir, write_json
+from deeplog_spark.runs import run_dir, write_json
 from deeplog_spark.config import Config
 from deeplog_spark.detection import ModelBundle
 from deeplog_spark.logs import stage
@@ -119,7 +119,7 @@ def workflow_stats(templates: list[dict], nodes: list[dict], edges: list[dict], 
 
 def run_visual(spark: SparkSession, cfg: Config, model: str | None = None) -> dict:
     """Workflow graph PNG and statistics JSON for run ``model`` (default: latest) at (top_g, k_sigma)."""
-    from deeplog_spark.graph_plot import plot_workflow
+    from deeplog_spark.plots import plot_workflow
 
     with stage("visual") as st:
         run_id = ModelBundle(cfg.artifacts_root, model).run_id  # checks the run exists and is valid

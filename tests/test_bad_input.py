@@ -11,7 +11,7 @@ from pyspark.sql import functions as F
 from deeplog_spark import schemas
 from deeplog_spark.detection import run_detect
 from deeplog_spark.evaluation import run_evaluate
-from deeplog_spark.ingest import InputError
+from deeplog_spark.errors import InputError
 from deeplog_spark.online import run_online
 from deeplog_spark.pipeline import run_ingest, run_windows
 from deeplog_spark.schemas import Reason

@@ -15,7 +15,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from deeplog_spark import schemas
-from deeplog_spark.artifacts import read_json
+from deeplog_spark.runs import read_json
 from deeplog_spark.config import Config
 from deeplog_spark.detection import run_detect
 from deeplog_spark.tables import read_table

@@ -8,10 +8,10 @@ import torch
 from pyspark.sql import functions as F
 
 from deeplog_spark import schemas
-from deeplog_spark.artifacts import run_dir, write_json
+from deeplog_spark.runs import run_dir, write_json
 from deeplog_spark.detection import run_detect
 from deeplog_spark.evaluation import auroc, choose_thresholds, confusion, rates, run_evaluate
-from deeplog_spark.model import KeyLSTM, KeyModelConfig, ValueLSTM, ValueModelConfig, save_checkpoint
+from deeplog_spark.nn.model import KeyLSTM, KeyModelConfig, ValueLSTM, ValueModelConfig, save_checkpoint
 from deeplog_spark.tables import read_table, table_version, write_table
 
 H, VOCAB = 3, 5

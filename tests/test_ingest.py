@@ -6,7 +6,8 @@ import gzip
 import pytest
 from pyspark.sql import functions as F
 
-from deeplog_spark.ingest import InputError, read_templates
+from deeplog_spark.errors import InputError
+from deeplog_spark.ingest import read_templates
 from deeplog_spark.pipeline import run_ingest
 from deeplog_spark.schemas import Reason
 from deeplog_spark.tables import read_table, table_version

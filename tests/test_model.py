@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from deeplog_spark.model import (
+from deeplog_spark.nn.model import (
     CheckpointError,
     KeyLSTM,
     KeyModelConfig,
@@ -13,8 +13,8 @@ from deeplog_spark.model import (
     load_checkpoint,
     save_checkpoint,
 )
-from deeplog_spark.sources import ArraySource, CountSampledSource
-from deeplog_spark.trainer import FitOptions, evaluate, fit, prediction_errors, seed_everything, state_digest
+from deeplog_spark.nn.sources import ArraySource, CountSampledSource
+from deeplog_spark.nn.trainer import FitOptions, evaluate, fit, prediction_errors, seed_everything, state_digest
 
 
 def test_key_model_shapes_and_padding_row():

@@ -64,7 +64,7 @@ def test_hand_made_lines_multi_block_crlf_garbage_and_non_utf8(spark, cfg, tmp_p
 
 
 def test_strict_turns_any_reject_into_a_failure_after_writing(spark, cfg, tmp_path):
-    from deeplog_spark.ingest import InputError
+    from deeplog_spark.errors import InputError
 
     log = _write(tmp_path / "day1.log", LINES[:3] + ["not a log line"])
     with pytest.raises(InputError, match=r"^strict: 1 of 4 log lines rejected \(malformed_log_line=1\); see "):
@@ -122,7 +122,7 @@ def test_log_header_fields_are_parsed(spark):
 
 
 def test_gzip_input_and_missing_path(spark, cfg, tmp_path):
-    from deeplog_spark.ingest import InputError
+    from deeplog_spark.errors import InputError
 
     gz = tmp_path / "day.log.gz"
     gz.write_bytes(gzip.compress(("\n".join(LINES[:3]) + "\n").encode()))

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from deeplog_spark import schemas
-from deeplog_spark.artifacts import read_json
+from deeplog_spark.runs import read_json
 from deeplog_spark.pipeline import run_ingest
 from deeplog_spark.tables import read_table, table_version
 from deeplog_spark.training import run_train

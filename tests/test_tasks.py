@@ -14,10 +14,10 @@ import pytest
 from pyspark.sql import functions as F
 
 from deeplog_spark import schemas, tasks
-from deeplog_spark.artifacts import read_json
+from deeplog_spark.runs import read_json
 from deeplog_spark.config import ConfigError
-from deeplog_spark.ingest import InputError
-from deeplog_spark.model import load_checkpoint
+from deeplog_spark.errors import InputError
+from deeplog_spark.nn.model import load_checkpoint
 from deeplog_spark.online import feedback_blocks, run_online
 from deeplog_spark.tables import read_table
 

@@ -1,10 +1,10 @@
-"""Spark-free data preparation of deeplog_spark.train_local (pyarrow + numpy only)."""
+"""Spark-free data preparation of deeplog_spark.nn.local (pyarrow + numpy only)."""
 
 import numpy as np
 import pyarrow as pa
 import pytest
 
-from deeplog_spark.train_local import interval_norm, prepare
+from deeplog_spark.nn.local import interval_norm, prepare
 
 
 def _windows():

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from deeplog_spark import schemas, tasks
-from deeplog_spark.ingest import InputError
-from deeplog_spark.model import load_checkpoint
+from deeplog_spark.errors import InputError
+from deeplog_spark.nn.model import load_checkpoint
 from deeplog_spark.pipeline import run_ingest, run_windows
 from deeplog_spark.tables import read_table, write_table
 from deeplog_spark.train_data import key_dataset, normal_windows
@@ -103,7 +103,7 @@ def test_row_cap_is_a_uniform_hashed_sample_independent_of_partitioning(spark, s
 
 
 def test_spark_free_trainer_prepares_the_same_rows_and_trains(spark, sample_tables, tmp_path):
-    from deeplog_spark.train_local import prepare, read_delta
+    from deeplog_spark.nn.local import prepare, read_delta
 
     windows = read_delta(sample_tables.table_path("windows"),
                          ["split", "label", "window", "next_event", "window_intervals", "next_interval"])
@@ -114,7 +114,7 @@ def test_spark_free_trainer_prepares_the_same_rows_and_trains(spark, sample_tabl
     assert local == via_spark
 
     code = ("import sys, runpy; sys.modules['pyspark'] = None; "  # any pyspark import would fail
-            "sys.argv = ['train_local'] + sys.argv[1:]; runpy.run_module('deeplog_spark.train_local', run_name='__main__')")
+            "sys.argv = ['train_local'] + sys.argv[1:]; runpy.run_module('deeplog_spark.nn.local', run_name='__main__')")
     res = subprocess.run([sys.executable, "-c", code, "--tables_root", sample_tables.tables_root, "--out",
                           str(tmp_path / "gpu_run"), "--task", "key", "--epochs", "1"],
                          cwd=REPO, capture_output=True, text=True, timeout=300)

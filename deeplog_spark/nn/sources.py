@@ -1,4 +1,4 @@
-"""Batch sources for :func:`deeplog_spark.trainer.fit` (no Spark import).
+"""Batch sources for :func:`deeplog_spark.nn.trainer.fit` (no Spark import).
 
 ``ArraySource`` serves NumPy arrays (the Spark-free path and tests); ``PetastormSource`` serves a
 Petastorm converter's Parquet cache through ``make_torch_dataloader``, sharded by rank;
@@ -14,7 +14,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from deeplog_spark.trainer import Batch
+from deeplog_spark.nn.trainer import Batch
 
 
 class ArraySource:

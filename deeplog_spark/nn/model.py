@@ -19,12 +19,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from deeplog_spark.errors import CheckpointError
+
 CHECKPOINT_FORMAT = "deeplog-spark/checkpoint/1"
 TASKS = ("key", "value")
 
 
-class CheckpointError(ValueError):
-    """A checkpoint file is missing, corrupted, tampered with or not a deeplog-spark model."""
+__all__ = ["CheckpointError", "KeyLSTM", "KeyModelConfig", "ValueLSTM", "ValueModelConfig", "build_model",
+           "load_checkpoint", "load_checkpoint_bytes", "save_checkpoint"]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -26,7 +26,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from deeplog_spark.model import CheckpointError
+from deeplog_spark.nn.model import CheckpointError
 
 log = logging.getLogger(__name__)
 
@@ -288,7 +288,7 @@ def run_task(spec: dict, train: BatchSource, val: BatchSource | None, device: to
     Returns the fit result plus ``state_dict`` (CPU tensors) and, for the value model, the
     mean/std of |error| on the training rows (train-normal windows) for its threshold.
     """
-    from deeplog_spark.model import build_model
+    from deeplog_spark.nn.model import build_model
 
     seed_everything(spec["seed"])
     model = build_model(spec["task"], spec["model_config"])

@@ -2,13 +2,13 @@
 
 This is how training runs on a GPU machine that has only Python, torch and pyarrow::
 
-    python -m deeplog_spark.train_local --tables_root warehouse --out artifacts/gpu_run --task key --use_gpu true
-    torchrun --nproc_per_node 2 -m deeplog_spark.train_local --tables_root warehouse --out DIR
+    python -m deeplog_spark.nn.local --tables_root warehouse --out artifacts/gpu_run --task key --use_gpu true
+    torchrun --nproc_per_node 2 -m deeplog_spark.nn.local --tables_root warehouse --out DIR
 
 It reads the current snapshot of the ``windows`` and ``templates`` Delta tables (replaying the
 Delta log with pyarrow), prepares the same (window, target, weight) rows as the Spark job
 (normal sessions of train/val, optional de-duplication with counts, z-scored intervals) and
-runs the same :func:`deeplog_spark.trainer.run_task`. Config comes from conf/deeplog.toml with the
+runs the same :func:`deeplog_spark.nn.trainer.run_task`. Config comes from conf/deeplog.toml with the
 same ``--key value`` overrides. No pyspark import anywhere on this path.
 """
 
@@ -142,12 +142,13 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     import torch.distributed as dist
 
-    from deeplog_spark.artifacts import plot_history, write_json
+    from deeplog_spark.runs import write_json
+    from deeplog_spark.plots import plot_history
     from deeplog_spark.config import Config, ConfigError, parse_overrides, pop_option
     from deeplog_spark.logs import setup_logging
-    from deeplog_spark.model import build_model, save_checkpoint
-    from deeplog_spark.sources import ArraySource, CountSampledSource
-    from deeplog_spark.trainer import model_config, run_task
+    from deeplog_spark.nn.model import build_model, save_checkpoint
+    from deeplog_spark.nn.sources import ArraySource, CountSampledSource
+    from deeplog_spark.nn.trainer import model_config, run_task
 
     setup_logging()
     args = list(sys.argv[1:] if argv is None else argv)

@@ -1,11 +1,13 @@
-"""Drawing of the workflow graph (matplotlib only, no Spark).
+"""Every plot of the project (matplotlib on the Agg backend, no Spark): loss curves, ROC curves,
+F1 bars and the workflow graph.
 
-Readable at HDFS scale (29 event types) rather than a force-directed hairball: events are laid
-out left to right by their mean relative position in the normal sessions, so the drawing reads
-like the workflow (allocate, receive, store, ..., delete); edge width grows with the log of the
-transition count; transitions rarer than ``min_prob`` of their source's outgoing transitions are
-left out of the drawing (still in the JSON); anomalous transitions are drawn in red on top; the
-templates are listed beside the graph instead of being printed over it.
+The workflow graph is readable at HDFS scale (29 event types) rather than a force-directed
+hairball: events are laid out left to right by their mean relative position in the normal
+sessions, so the drawing reads like the workflow (allocate, receive, store, ..., delete); edge
+width grows with the log of the transition count; transitions rarer than ``min_prob`` of their
+source's outgoing transitions are left out of the drawing (still in the JSON); anomalous
+transitions are drawn in red on top; the templates are listed beside the graph instead of being
+printed over it.
 """
 
 from __future__ import annotations
@@ -14,7 +16,88 @@ import math
 import textwrap
 from pathlib import Path
 
-from deeplog_spark.artifacts import pyplot, save_figure
+
+def plot_history(history: list[dict], task: str, path: Path, top_g: int = 9) -> Path:
+    """Loss curves (train and val) and, for the key model, accuracy and top-g recall."""
+    plt = pyplot()
+    epochs = [h["epoch"] for h in history]
+    panels = 2 if task == "key" else 1
+    fig, axes = plt.subplots(1, panels, figsize=(6 * panels, 4), squeeze=False)
+    ax = axes[0][0]
+    ax.plot(epochs, [h["train_loss"] for h in history], marker="o", label="train")
+    if all("val_loss" in h for h in history):
+        ax.plot(epochs, [h["val_loss"] for h in history], marker="o", label="validation")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("cross-entropy" if task == "key" else "MSE (z-scored)")
+    ax.set_title(f"{task} LSTM loss")
+    ax.legend()
+    if task == "key" and all("val_accuracy" in h for h in history):
+        ax = axes[0][1]
+        ax.plot(epochs, [h["val_accuracy"] for h in history], marker="o", label="val accuracy (top-1)")
+        ax.plot(epochs, [h["val_top_g_recall"] for h in history], marker="o", label=f"val top-{top_g} recall")
+        ax.set_xlabel("epoch")
+        ax.set_ylim(0, 1.01)
+        ax.set_title("key LSTM validation")
+        ax.legend()
+    return save_figure(plt, fig, path)
+
+
+def save_figure(plt, fig, path: Path, tight: bool = True) -> Path:
+    """Save ``fig`` as a PNG (creating the folder) and close it."""
+    if tight:
+        fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def pyplot():
+    """matplotlib.pyplot on the non-interactive Agg backend (jobs run headless)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_roc(curves: dict[str, list[tuple[float, float]]], aucs: dict[str, float | None], path: Path) -> Path:
+    """Session-level ROC curves of the detectors (test split)."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(5, 5))
+    for det, pts in curves.items():
+        if pts:
+            auc = aucs.get(det)
+            ax.plot([p[0] for p in pts], [p[1] for p in pts],
+                    label=f"{det} (AUROC {auc:.3f})" if auc is not None else det)
+    ax.plot([0, 1], [0, 1], linestyle=":", color="grey")
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_title("ROC, test sessions")
+    ax.legend(loc="lower right")
+    return save_figure(plt, fig, path)
+
+
+def plot_f1_bars(metrics: list[dict], path: Path) -> Path:
+    """Test F1 per detector at the default and the val-chosen thresholds."""
+    plt = pyplot()
+    rows = [m for m in metrics if m["split"] == "test"]
+    dets = list(dict.fromkeys(m["detector"] for m in rows))
+    sources = list(dict.fromkeys(m["threshold_source"] for m in rows))
+    fig, ax = plt.subplots(figsize=(6, 4))
+    width = 0.8 / max(len(sources), 1)
+    for i, src in enumerate(sources):
+        vals = [next((m["f1"] for m in rows if m["detector"] == d and m["threshold_source"] == src), 0.0) for d in dets]
+        g = next(m["g"] for m in rows if m["threshold_source"] == src)
+        bars = ax.bar([j + i * width for j in range(len(dets))], vals, width, label=f"{src} (g={g})")
+        ax.bar_label(bars, fmt="%.3f", fontsize=8)
+    ax.set_xticks([j + width * (len(sources) - 1) / 2 for j in range(len(dets))], dets)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("F1 (test sessions)")
+    ax.legend()
+    return save_figure(plt, fig, path)
+
 
 
 def layout(nodes: list[dict], extra: list[int]) -> dict[int, tuple[float, float]]:

@@ -52,14 +52,26 @@ export DEEPLOG_CONFIG="${DEEPLOG_CONFIG:-$here/conf/deeplog.toml}"
 export PYSPARK_PYTHON="${PYSPARK_PYTHON:-$PY}"
 export PYSPARK_DRIVER_PYTHON="${PYSPARK_DRIVER_PYTHON:-$PY}"
 
+# Full logs (Python at DEBUG with tracebacks, Spark's own) go to $DEEPLOG_LOG_DIR (default ./logs).
+export DEEPLOG_LOG_DIR="${DEEPLOG_LOG_DIR:-$PWD/logs}"
+mkdir -p "$DEEPLOG_LOG_DIR"
+
+# spark-submit merges the Python driver's stderr into its stdout; put the `error:` line back on
+# stderr, where scripts look for it (every other line stays on stdout), and keep the exit code.
+set -o pipefail
 # shellcheck disable=SC2086
-exec "$submit" \
+"$submit" \
   --master "${SPARK_MASTER:-local[*]}" \
   --driver-memory "${SPARK_DRIVER_MEMORY:-4g}" \
-  --driver-java-options "-Dlog4j2.configurationFile=file:$here/conf/log4j2.properties" \
+  --driver-java-options "-Dlog4j2.configurationFile=file:$here/conf/log4j2.properties -Ddeeplog.log.dir=$DEEPLOG_LOG_DIR" \
   --packages "$delta_pkg" \
   --conf spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension \
   --conf spark.sql.catalog.spark_catalog=org.apache.spark.sql.delta.catalog.DeltaCatalog \
   --py-files "$here/build/deeplog_spark.zip" \
   ${DEEPLOG_SUBMIT_OPTS:-} \
-  "$script" "$@"
+  "$script" "$@" | while IFS= read -r line || [ -n "$line" ]; do
+    case "$line" in
+      "error: "*) printf '%s\n' "$line" >&2 ;;
+      *) printf '%s\n' "$line" ;;
+    esac
+  done

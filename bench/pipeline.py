@@ -4,29 +4,31 @@ Generates (or reuses) a SYNTHETIC workload of ``--blocks`` blocks resampled from
 (``deeplog_spark.generate``; default source: ``../shared/data/hdfs/sample15k`` when present, else
 the embedded sample), then runs the real stage functions in one Spark application:
 
-    generate -> ingest -> windows -> train (key and value) -> detect -> evaluate -> reference
+    generate -> ingest -> windows -> train (both LSTMs, count and PCA models, calibration) -> detect
+    -> evaluate -> reference
 
 and writes ``bench/results/pipeline_<name>.{json,md}``: per stage wall seconds, rows in and out,
 throughput, and peak memory (RSS, sampled every 0.2 s) of the driver's Python process, the JVM
 (driver and executor in one process under ``local[*]``), the executors' Python workers and the
-training processes. The reference stage scores a fixed subset of test windows the way public
-DeepLog implementations do (one process, one window at a time through each LSTM) and the detect
-job on exactly those windows, and reports the throughput ratio and whether the decisions agree.
+training processes. The reference stage runs, in the same process after the product's stages, on
+the windows of the same windows table: plain PyTorch with the run's Key LSTM scoring every window
+in large batches under ``torch.inference_mode()`` (the near-limit reference), the same on the
+distinct (window, next) rows only (found with a packed int64 key), and the public-DeepLog style
+(one window per forward pass) on a fixed subset; it reports the product's detect rate as a
+fraction of each.
 
     .venv/bin/python bench/pipeline.py --blocks 575061 --name 575k
     .venv/bin/python bench/pipeline.py --blocks 2875305 --name 2.9M --stages ingest,windows,detect,evaluate \\
         --model_from generated/bench/work_575k/artifacts
 
-Any other ``--key value`` overrides the config. ``--training scale`` (default) applies
-:data:`SCALE_TRAINING` (distinct rows drawn by count, 100k draws an epoch, the learning rate halved on
-each plateau); ``--training default`` trains as conf/deeplog.toml does (every window, 20
-epochs), the full-data reference for validation quality. Work files go to
-``generated/bench/`` (git-ignored); ``--keep true`` keeps the Delta tables afterwards.
+Any other ``--key value`` overrides the config. ``--training default`` trains as conf/deeplog.toml
+does; ``--training spec`` with the DeepLog spec's settings (:data:`SPEC_TRAINING`: every window, 20
+epochs at batch 128 and lr 1e-3), the full-data reference for validation quality. Work files go
+to ``generated/bench/`` (git-ignored); ``--keep true`` keeps the Delta tables afterwards.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -49,12 +51,10 @@ from _common import RESULTS
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared" / "data" / "hdfs" / "sample15k"
 ALL_STAGES = ("generate", "ingest", "windows", "train", "detect", "evaluate", "reference")
-#: Training at scale: both models on distinct (window, next) rows drawn in proportion to their
-#: counts, 100k draws an epoch (the value model's rows, continuous intervals that barely dedupe,
-#: are first a hashed 100k-row sample); the learning rate halves after each epoch without a 0.2 %
-#: gain, and 4 such epochs in a row stop. Overridable by flags.
-SCALE_TRAINING = {"distinct_windows": "true", "epochs": "30", "patience": "4", "min_delta": "0.002",
-                  "lr_decay": "0.5", "max_train_rows": "100000", "max_val_rows": "20000"}
+#: The DeepLog spec's training: a pass over every window per epoch, batch 128, constant lr 1e-3,
+#: 20 epochs, patience 5 (the full-data reference for validation quality).
+SPEC_TRAINING = {"distinct_windows": "false", "batch_size": "128", "lr": "0.001", "lr_schedule": "constant",
+                 "epochs": "20", "patience": "5", "max_train_rows": "0", "max_val_rows": "0"}
 
 
 class MemorySampler:
@@ -175,68 +175,83 @@ def generate_stage(bench: Bench, blocks: int, source: tuple[str, str], out: Path
     return _workload(out)
 
 
-def reference_stage(bench: Bench, run_id: str, windows_target: int) -> dict:
-    """Public-DeepLog-style scoring (one window at a time) vs our detect job, on the same windows."""
-    import torch
-    from pyspark.sql import functions as F
+def _windows_matrix(cfg: Config, limit: int = 0):
+    """(every window of the windows table as uint8 [n, h+1] with the next event last, its count):
+    the bench reads the table itself, with delta-rs (not a pipeline table collect)."""
+    import numpy as np
+    import pyarrow.compute as pc
 
     from deeplog_spark import schemas
-    from deeplog_spark.detection import ModelBundle, run_detect
+    from deeplog_spark.nn.local import read_delta
+
+    table, _ = read_delta(cfg.table_path(schemas.WINDOWS), ["window", "next_event"])
+    if limit:
+        table = table.slice(0, limit)
+    flat = pc.list_flatten(table.column("window")).to_numpy(zero_copy_only=False)
+    out = np.empty((table.num_rows, cfg.h + 1), dtype=np.uint8)
+    out[:, :cfg.h] = flat.reshape(-1, cfg.h)
+    out[:, cfg.h] = table.column("next_event").to_numpy(zero_copy_only=False)
+    return out
+
+
+def reference_stage(bench: Bench, run_id: str, public_windows: int, limit_windows: int) -> dict:
+    """Plain PyTorch with the run's Key LSTM on the windows table: every window in large batches, the
+    distinct rows only, and one window per forward (public DeepLog code); rates against detect's."""
+    import numpy as np
+    import torch
+
     from deeplog_spark.nn.model import load_checkpoint_bytes
-    from deeplog_spark.tables import read_table, write_table
+    from deeplog_spark.runs import ModelBundle
 
-    spark, cfg = bench.spark, bench.cfg
-    windows = read_table(spark, cfg.table_path(schemas.WINDOWS)).where(F.col("split") == "test")
-    total = windows.count()
-    # a fixed subset: whole test sessions chosen by a hash of their BlockId
-    frac = min(1.0, windows_target / max(total, 1))
-    u = F.pmod(F.xxhash64(F.lit(cfg.seed), F.col("block_id")), F.lit(10**6)) / F.lit(1e6)
-    subset_cfg = cfg.replace(tables_root=str(Path(cfg.tables_root).parent / "reference_tables"))
-    write_table(windows.where(u < F.lit(frac)), subset_cfg.table_path(schemas.WINDOWS), partition_by=["split"])
-    rows = (read_table(spark, subset_cfg.table_path(schemas.WINDOWS))
-            .select("block_id", "position", "window", "next_event", "window_intervals", "next_interval")
-            .orderBy("block_id", "position").collect())  # the bench's fixed subset, not a pipeline table
-
+    cfg = bench.cfg
     bundle = ModelBundle(cfg.artifacts_root, run_id)
-    key, _ = load_checkpoint_bytes(bundle.key_bytes, "key", hashlib.sha256(bundle.key_bytes).hexdigest(), "key")
-    key.eval()
-    value = None
-    if bundle.value_bytes is not None:
-        value, _ = load_checkpoint_bytes(bundle.value_bytes, "value",
-                                         hashlib.sha256(bundle.value_bytes).hexdigest(), "value")
-        value.eval()
-        mean, std = bundle.norm["mean"], bundle.norm["std"]
-    g = cfg.top_g
-    ref = {}
-    t0 = time.perf_counter()
-    with torch.no_grad():
-        for r in rows:  # as DeepLog's public predict loops do: one window, one forward pass
-            logits = key(torch.tensor([r["window"]], dtype=torch.long))
-            predicted = torch.topk(logits, g, dim=1).indices[0].tolist()
-            err = None
-            if value is not None and r["next_interval"] is not None:
-                x = (torch.tensor([r["window_intervals"]], dtype=torch.float32) - mean) / std
-                err = abs(float(value(x)[0]) - (r["next_interval"] - mean) / std)
-            ref[(r["block_id"], r["position"])] = (r["next_event"] not in predicted, err)
-    ref_s = time.perf_counter() - t0
+    model, _ = load_checkpoint_bytes(bundle.key_bytes, "key", bundle.key_sha, "key")
+    model.eval()
+    torch.set_num_threads(os.cpu_count() or 1)
+    rows = _windows_matrix(cfg)
+    n_all = len(rows)
 
+    def score(x: np.ndarray, batch: int = 8192) -> float:
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            for s in range(0, len(x), batch):
+                w = torch.from_numpy(x[s:s + batch, :cfg.h].astype(np.int64))
+                y = torch.from_numpy(x[s:s + batch, cfg.h].astype(np.int64))
+                logits = model(w)
+                (logits > logits.gather(1, y.unsqueeze(1))).sum(dim=1)  # the rank, as detect computes it
+        return time.perf_counter() - t0
+
+    batched = rows[:limit_windows] if limit_windows else rows
+    t_batched = score(batched)
     t0 = time.perf_counter()
-    run_detect(spark, subset_cfg, run_id)
-    ours_s = time.perf_counter() - t0
-    ours = (read_table(spark, subset_cfg.table_path(schemas.PREDICTIONS))
-            .select("block_id", "position", "key_anomaly", "key_reason", "value_error").collect())
-    differ = [o for o in ours if ref[(o["block_id"], o["position"])][0] != o["key_anomaly"]]
-    errs = [abs(ref[(o["block_id"], o["position"])][1] - o["value_error"]) for o in ours
-            if o["value_error"] is not None and ref[(o["block_id"], o["position"])][1] is not None]
-    n = len(rows)
-    shutil.rmtree(Path(subset_cfg.tables_root), ignore_errors=True)
-    return {"windows": n, "test_windows": total, "reference_seconds": round(ref_s, 1),
-            "reference_windows_per_s": round(n / ref_s, 1), "reference_torch_threads": torch.get_num_threads(),
-            "detect_seconds": round(ours_s, 1), "detect_windows_per_s": round(n / ours_s, 1),
-            "ratio": round(ref_s / ours_s, 2), "rows_compared": len(ours),
-            "key_decisions_agree": len(ours) - len(differ),
-            "key_differ_unseen_event": sum(o["key_reason"] is not None for o in differ),
-            "max_value_error_diff": max(errs) if errs else None}
+    packed = np.zeros(n_all, dtype=np.int64)  # 5 bits per id: h+1 ids in one int64 (h <= 11)
+    for j in range(cfg.h + 1):
+        packed = (packed << 5) | rows[:, j].astype(np.int64)
+    _, first = np.unique(packed, return_index=True)
+    t_dedupe = time.perf_counter() - t0
+    t_distinct = score(rows[first])
+    subset = rows[:public_windows]
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        for r in subset:  # as public DeepLog predict loops do: one window, one forward pass
+            logits = model(torch.from_numpy(r[None, :cfg.h].astype(np.int64)))
+            torch.topk(logits, cfg.top_g, dim=1)
+    t_public = time.perf_counter() - t0
+    det = next(s for s in bench.stages if s["stage"] == "detect")
+    product = det["rows_in"] / det["seconds"]
+    out = {"windows": n_all, "torch_threads": torch.get_num_threads(),
+           "batched_windows": len(batched), "batched_seconds": round(t_batched, 2),
+           "batched_windows_per_s": round(len(batched) / t_batched, 1),
+           "distinct_rows": int(len(first)), "distinct_seconds": round(t_dedupe + t_distinct, 2),
+           "distinct_dedupe_seconds": round(t_dedupe, 2),
+           "distinct_windows_per_s": round(n_all / (t_dedupe + t_distinct), 1),
+           "public_windows": len(subset), "public_seconds": round(t_public, 2),
+           "public_windows_per_s": round(len(subset) / t_public, 1),
+           "product_windows_per_s": round(product, 1)}
+    out["fraction_of_limit"] = {"batched": round(product / out["batched_windows_per_s"], 3),
+                                "distinct": round(product / out["distinct_windows_per_s"], 3),
+                                "public": round(product / out["public_windows_per_s"], 3)}
+    return out
 
 
 def main() -> None:
@@ -248,7 +263,8 @@ def main() -> None:
     args, model_from = pop_option(args, "model_from", "")
     args, keep = pop_option(args, "keep", "false")
     args, ref_windows = pop_option(args, "reference_windows", "50000")
-    args, training = pop_option(args, "training", "scale")
+    args, ref_limit = pop_option(args, "reference_limit", "5000000")
+    args, training = pop_option(args, "training", "default")
     blocks = int(blocks)
     stages = [s for s in stages.split(",") if s]
     if unknown := set(stages) - set(ALL_STAGES):
@@ -261,9 +277,9 @@ def main() -> None:
     gen_dir = root / f"b{blocks}"
     work = root / f"work_{name}"
     shutil.rmtree(work / "warehouse", ignore_errors=True)
-    if training not in ("scale", "default"):
-        raise SystemExit("--training must be 'scale' (SCALE_TRAINING) or 'default' (conf/deeplog.toml: all windows)")
-    overrides = {**(SCALE_TRAINING if training == "scale" else {}), **parse_overrides(args)}
+    if training not in ("spec", "default"):
+        raise SystemExit("--training must be 'default' (conf/deeplog.toml) or 'spec' (SPEC_TRAINING: every window)")
+    overrides = {**(SPEC_TRAINING if training == "spec" else {}), **parse_overrides(args)}
     cfg = Config.load(overrides={"tables_root": str(work / "warehouse"), "artifacts_root": str(work / "artifacts"),
                                  "event_traces": str(gen_dir / "Event_traces.csv"),
                                  "anomaly_labels": str(gen_dir / "anomaly_label.csv"), **overrides})
@@ -300,6 +316,8 @@ def main() -> None:
                        lambda r: {"rows_in": None, "rows_out": len(r["tasks"]), "unit": "models"})
         run_id = tr["run_id"]
         out["models"] = {t: {k: v for k, v in s.items() if k != "checkpoint"} for t, s in tr["tasks"].items()}
+        out["calibration"] = tr.get("calibration")
+        out["quantitative"] = tr.get("quantitative")
         for t, s in tr["tasks"].items():
             hist = json.loads((Path(tr["run_dir"]) / f"{t}_history.json").read_text())["history"]
             out["models"][t].update(rows_per_epoch=hist[0].get("train_rows"), windows_per_epoch=hist[0].get("train_windows"),
@@ -314,10 +332,10 @@ def main() -> None:
     if "evaluate" in stages:
         ev = bench.run("evaluate", lambda: run_evaluate(spark, cfg, run_id),
                        lambda r: {"rows_in": None, "rows_out": len(r["metrics"]), "unit": "metric rows"})
-        out["chosen_on_val"] = ev["chosen_on_val"]
-        out["metrics"] = [m for m in ev["metrics"] if m["threshold_source"] == "default" or m["split"] == "test"]
+        out["fused_rule"] = ev["fused_rule"]
+        out["metrics"] = [m for m in ev["metrics"] if m["split"] == "test"]
     if "reference" in stages:
-        out["reference"] = bench.run("reference", lambda: reference_stage(bench, run_id, int(ref_windows)),
+        out["reference"] = bench.run("reference", lambda: reference_stage(bench, run_id, int(ref_windows), int(ref_limit)),
                                      lambda r: {"rows_in": r["windows"], "rows_out": r["windows"],
                                                 "unit": "windows"})
     out["stages"] = bench.stages
@@ -366,33 +384,35 @@ def markdown(out: dict) -> str:
                          f"{_fmt(s.get('windows_per_epoch'))} | {_fmt(s.get('median_epoch_s'), '.2f')} | "
                          f"{_fmt(s.get('seconds'), '.1f')} | {_fmt(s.get('val_loss'), '.4f')} | "
                          f"{_fmt(s.get('val_top_g_recall'), '.4f')} |")
-        lines += ["", f"Settings: {json.dumps(out['overrides'])}."]
+        q = out.get("quantitative") or {}
+        cal = out.get("calibration") or {}
+        lines += ["", f"Settings: {json.dumps(out['overrides'])}. Count and PCA models: {q.get('seconds', 0):.1f} s; "
+                  f"calibration on val: {cal.get('seconds', 0):.1f} s, fused rule "
+                  f"{' OR '.join(sorted((cal.get('fused') or {}).get('members', {})))}."]
     if "metrics" in out:
-        lines += ["", "## Detection quality (sessions)", "",
-                  "| thresholds | split | detector | TP | FP | TN | FN | precision | recall | F1 | AUROC |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+        lines += ["", "## Detection quality (test sessions)", "",
+                  "| detector | thresholds | threshold | TP | FP | TN | FN | precision | recall | F1 | FPR | AUROC |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for x in out["metrics"]:
             au = "n/a" if x["auroc"] is None else f"{x['auroc']:.4f}"
-            lines.append(f"| {x['threshold_source']} g={x['g']} k={x['k']} | {x['split']} | {x['detector']} | {x['tp']} | "
-                         f"{x['fp']} | {x['tn']} | {x['fn']} | {x['precision']:.4f} | {x['recall']:.4f} | "
-                         f"{x['f1']:.4f} | {au} |")
+            thr = "" if x.get("threshold") is None else f"{x['threshold']:.4g}"
+            lines.append(f"| {x['detector']} | {x['threshold_source']} | {thr} | {x['tp']} | {x['fp']} | {x['tn']} | "
+                         f"{x['fn']} | {x['precision']:.4f} | {x['recall']:.4f} | {x['f1']:.4f} | {x['fpr']:.5f} | {au} |")
     if "reference" in out:
         r = out["reference"]
-        lines += ["", "## Reference comparison (same windows)", "",
-                  f"{r['windows']:,} test windows (whole sessions, hashed by BlockId, of {r['test_windows']:,}). "
-                  f"Public-DeepLog-style scoring, one window per forward pass in one process ({r['reference_torch_threads']} "
-                  f"torch threads): {r['reference_seconds']} s = {r['reference_windows_per_s']:,.0f} windows/s. "
-                  f"Our detect job on the same windows (scoring, predictions and verdicts written to Delta): "
-                  f"{r['detect_seconds']} s = {r['detect_windows_per_s']:,.0f} windows/s. "
-                  f"**Ratio {r['ratio']}x.** Key decisions agree on {r['key_decisions_agree']:,} of "
-                  f"{r['rows_compared']:,} windows (the {r['rows_compared'] - r['key_decisions_agree']:,} others: "
-                  f"{r['key_differ_unseen_event']:,} hold an event never seen in training, which our scorer flags "
-                  f"by design and the reference ranks like any other); largest value-error difference "
-                  f"{r['max_value_error_diff']:.2g}."]
-        det = next((s for s in out["stages"] if s["stage"] == "detect"), None)
-        if det and det.get("per_s"):
-            lines += ["", f"At full scale the detect stage scored {det['rows_in']:,} windows at {det['per_s']:,.0f} "
-                      f"windows/s end to end: **{det['per_s'] / r['reference_windows_per_s']:.1f}x** the reference's rate."]
+        f = r["fraction_of_limit"]
+        lines += ["", "## Reference: plain PyTorch on the same windows, same process, after the product's stages", "",
+                  f"The windows table holds {r['windows']:,} windows ({r['distinct_rows']:,} distinct (window, next) rows). "
+                  f"The run's Key LSTM, {r['torch_threads']} torch threads, `torch.inference_mode()`:", "",
+                  "| scorer | windows | seconds | windows/s | product's detect rate as a fraction |", "|---|---|---|---|---|",
+                  f"| every window, batches of 8192 (near the limit) | {r['batched_windows']:,} | {r['batched_seconds']} | "
+                  f"{r['batched_windows_per_s']:,.0f} | {f['batched']:.3f} |",
+                  f"| distinct (window, next) rows only (packed int64 key, np.unique; rate over all windows) | "
+                  f"{r['windows']:,} | {r['distinct_seconds']} | {r['distinct_windows_per_s']:,.0f} | {f['distinct']:.3f} |",
+                  f"| one window per forward pass (public DeepLog code) | {r['public_windows']:,} | {r['public_seconds']} | "
+                  f"{r['public_windows_per_s']:,.0f} | {f['public']:.3f} |",
+                  "", f"The product's detect stage: {r['product_windows_per_s']:,.0f} windows/s end to end (every detector, "
+                  "verdicts and the predictions of flagged sessions written to Delta)."]
     return "\n".join(lines) + "\n"
 
 

@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 
 #: Exit code for a usage or input error (as argparse does).
 EXIT_USAGE = 2
+#: Exit code for any other failure.
+EXIT_FAILURE = 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,25 +83,66 @@ def parse_job_args(argv: Sequence[str], prog: str, description: str,
 
 
 def run_job(prog: str, description: str, fn: Callable[[SparkSession, Config, dict], dict],
-            argv: Sequence[str] | None = None, options: Mapping[str, Option] | None = None) -> int:
-    """Parse args, build Spark, run ``fn(spark, cfg, options)``, print its summary as JSON.
+            argv: Sequence[str] | None = None, options: Mapping[str, Option] | None = None,
+            spark: SparkSession | None = None) -> int:
+    """Parse args, build Spark (unless a session is handed in), run ``fn(spark, cfg, options)``,
+    print its summary as JSON.
 
-    Returns the exit code: 0, or 2 for a usage or input error (one ``error:`` line on stderr).
+    Returns the exit code: 0; 2 for a usage or input error; 1 for any other failure. Either way one
+    ``error:`` line on stderr says what failed and, when known, what to do; the traceback goes to
+    the debug log file (:mod:`deeplog_spark.logs`), never to the terminal. A session handed in (a
+    notebook's, Spark Connect's) is left running.
     """
+    from deeplog_spark import logs
+
     setup_logging()
     try:
         cfg, values = parse_job_args(sys.argv[1:] if argv is None else argv, prog, description, options)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    spark = build_spark(prog, cfg)
+    own = spark is None
     try:
+        if own:
+            spark = build_spark(prog, cfg)
+        check_storage(cfg, spark.conf.get("spark.master", "local[*]"))
         summary = fn(spark, cfg, values)
-    except (InputError, ConfigError, FileNotFoundError) as exc:
-        log.error("%s failed: %s", prog, exc)
+    except (InputError, ConfigError, FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
+        log.debug("%s failed", prog, exc_info=True)
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, the trace in the log
+        log.debug("%s failed", prog, exc_info=True)
+        cause, fix = logs.describe_failure(exc)
+        where = f"stage {logs.failed_stage}" if logs.failed_stage else prog
+        print(f"error: {where} failed: {cause}" + (f"; {fix}" if fix else "")
+              + f" (full trace in {logs.log_dir() / 'deeplog.log'})", file=sys.stderr)
+        return EXIT_FAILURE
     finally:
-        spark.stop()
+        if own and spark is not None:
+            spark.stop()
     print(json.dumps(summary, indent=2, sort_keys=True, default=str))
     return 0
+
+
+#: URL schemes of filesystems every node of a cluster sees.
+SHARED_SCHEMES = ("dbfs:", "s3:", "s3a:", "s3n:", "abfs:", "abfss:", "wasb:", "wasbs:", "gs:", "hdfs:", "viewfs:")
+
+
+def check_storage(cfg: Config, master: str) -> None:
+    """On a multi-node cluster with training on the executors (``local_mode = false``), the run
+    folders and the Petastorm cache under ``artifacts_root`` must be on storage every node sees.
+
+    Raises ConfigError naming the key unless ``artifacts_root`` is a shared filesystem URL
+    (``dbfs:/``, ``s3a://``, ``abfss://``, ``hdfs://``...) or ``shared_storage = true`` declares a
+    shared mount (NFS). ``local[...]`` and ``local-cluster[...]`` masters share the local disk.
+    """
+    if cfg.local_mode or master.startswith("local"):
+        return
+    root = cfg.artifacts_root.strip().lower()
+    if root.startswith(SHARED_SCHEMES) or cfg.shared_storage:
+        return
+    raise ConfigError(
+        f"artifacts_root={cfg.artifacts_root!r} is a path on the driver's disk, but with master {master} and "
+        "local_mode=false the training ranks run on the executors and read and write there: set artifacts_root "
+        "to a shared filesystem URL (dbfs:/, s3a://, abfss://, hdfs://) or, for a shared mount, shared_storage=true")

@@ -27,9 +27,13 @@ DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "conf" / "deeplog
 CONFIG_ENV = "DEEPLOG_CONFIG"
 #: Values of the ``split`` column.
 SPLITS = ("train", "val", "test")
+#: Learning-rate schedules (deeplog_spark.nn.trainer).
+SCHEDULES = ("onecycle", "plateau", "constant")
+#: The largest window length h (a window is an LSTM pass of h steps; more is a typo, not a model).
+MAX_H = 1000
 
 
-__all__ = ["Config", "ConfigError", "SPLITS", "NAME_RE", "parse_overrides", "pop_option"]
+__all__ = ["Config", "ConfigError", "SPLITS", "NAME_RE", "parse_overrides", "pop_option", "valid_name"]
 
 
 def _field(section: str, doc: str):
@@ -52,6 +56,7 @@ class Config:
     # [tables]
     tables_root: str = _field("tables", "directory holding the Delta tables")
     artifacts_root: str = _field("tables", "directory for model runs and plots")
+    shared_storage: bool = _field("tables", "artifacts_root is a mount every cluster node sees (for local_mode=false)")
     # [split]
     seed: int = _field("split", "seed of the BlockId hash split")
     train_ratio: float = _field("split", "share of blocks in train")
@@ -59,6 +64,7 @@ class Config:
     test_ratio: float = _field("split", "share of blocks in test")
     # [window]
     h: int = _field("window", "window length")
+    session_markers: bool = _field("window", "frame sessions with start/end ids and predict every event and the end")
     # [key_model]
     embed_dim: int = _field("key_model", "Key LSTM embedding size")
     key_hidden: int = _field("key_model", "Key LSTM hidden size")
@@ -68,16 +74,20 @@ class Config:
     value_hidden: int = _field("value_model", "Value LSTM hidden size")
     value_layers: int = _field("value_model", "Value LSTM layers")
     value_dropout: float = _field("value_model", "Value LSTM dropout")
+    value_event_dim: int = _field("value_model", "Value LSTM event embedding size (the model is conditioned on the events)")
+    value_chunk: int = _field("value_model", "Value LSTM training rows: sessions cut into chunks of this many steps (> h)")
     # [train]
     batch_size: int = _field("train", "mini-batch size")
     lr: float = _field("train", "Adam learning rate")
     epochs: int = _field("train", "maximum epochs")
     patience: int = _field("train", "early-stopping patience (epochs)")
     min_delta: float = _field("train", "early stopping: smallest relative val-loss decrease that counts as better")
-    lr_decay: float = _field("train", "multiply the learning rate by this after each epoch without improvement (1 = off)")
-    distinct_windows: bool = _field("train", "train on distinct (window, next) pairs, drawn in proportion to their counts")
-    max_train_rows: int = _field("train", "train each model on a hashed sample of at most this many rows (0 = all); with distinct_windows also the draws per epoch")
-    max_val_rows: int = _field("train", "validate each model on a hashed sample of at most this many rows (0 = all)")
+    lr_decay: float = _field("train", "lr_schedule plateau: multiply the rate by this after each epoch without improvement")
+    lr_schedule: str = _field("train", "onecycle (warm up to lr, then anneal), plateau (lr_decay on plateaus) or constant")
+    steps_per_epoch: int = _field("train", "distinct_windows: optimizer steps per epoch (0 = as many draws as windows)")
+    distinct_windows: bool = _field("train", "key model: draw distinct (window, next) rows by count instead of a pass over all windows")
+    max_train_rows: int = _field("train", "at most this many training rows per model, a hashed sample (key: distinct rows; value: sessions; 0 = all)")
+    max_val_rows: int = _field("train", "at most this many validation rows per model, a hashed sample (0 = all)")
     num_processes: int = _field("train", "TorchDistributor processes (ranks)")
     local_mode: bool = _field("train", "TorchDistributor local_mode (ranks on the driver)")
     use_gpu: bool = _field("train", "train on GPUs (nccl) instead of CPU (gloo)")
@@ -85,8 +95,9 @@ class Config:
     # [detect]
     top_g: int = _field("detect", "key model: anomaly if next event not in top g")
     k_sigma: float = _field("detect", "value model: anomaly if error > mu + k*sigma")
-    detect_batch_size: int = _field("detect", "windows per model call in the scoring pandas_udf")
-    distinct_scoring: bool = _field("detect", "key model: score each distinct window once and join back")
+    detect_batch_size: int = _field("detect", "rows per model call in the scoring pandas_udfs")
+    predictions: str = _field("detect", "per-window predictions rows: 'anomalous' (sessions flagged by a rule) or 'all'")
+    calibration_fpr: float = _field("detect", "without labelled anomalies in val: thresholds at this val false-positive rate")
     # [online]
     online_split: str = _field("online", "split whose false positives the online update learns from")
     online_epochs: int = _field("online", "fine-tuning epochs of the online update")
@@ -257,6 +268,11 @@ def _coerce(key: str, raw: Any) -> Any:
 #: Names that end up in file paths or SQL predicates (batches, run ids): no quotes, slashes or spaces.
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
+
+def valid_name(name: object) -> bool:
+    """The one rule for run ids and ingest batch names: NAME_RE, and no ``..`` (never a path step)."""
+    return isinstance(name, str) and bool(NAME_RE.match(name)) and ".." not in name
+
 _BOOLS = {"true": True, "false": False, "1": True, "0": False, "yes": True, "no": False}
 
 
@@ -273,7 +289,13 @@ def _validate(cfg: Config) -> None:
             raise ConfigError(f"config key {key}: expected {want.__name__}, got {value!r}")
         if want is float:
             _check(math.isfinite(value), key, value, "must be a finite number")
-    for key in ("h", "embed_dim", "key_hidden", "key_layers", "value_hidden", "value_layers",
+    _check(cfg.h <= MAX_H, "h", cfg.h, f"must be <= {MAX_H}")
+    _check(cfg.value_chunk > cfg.h, "value_chunk", cfg.value_chunk, f"must be > h ({cfg.h}): later chunks repeat h steps as context")
+    _check(cfg.lr_schedule in SCHEDULES, "lr_schedule", cfg.lr_schedule, f"must be one of {', '.join(SCHEDULES)}")
+    _check(cfg.predictions in ("anomalous", "all"), "predictions", cfg.predictions, "must be 'anomalous' or 'all'")
+    _check(0.0 < cfg.calibration_fpr < 1.0, "calibration_fpr", cfg.calibration_fpr, "must be in (0, 1)")
+    _check(cfg.steps_per_epoch >= 0, "steps_per_epoch", cfg.steps_per_epoch, "must be >= 0 (0 = one pass)")
+    for key in ("h", "embed_dim", "value_event_dim", "value_chunk", "key_hidden", "key_layers", "value_hidden", "value_layers",
                 "batch_size", "epochs", "top_g", "shuffle_partitions", "num_processes", "loader_workers", "detect_batch_size"):
         _check(getattr(cfg, key) >= 1, key, getattr(cfg, key), "must be >= 1")
     _check(cfg.patience >= 0, "patience", cfg.patience, "must be >= 0")
@@ -298,8 +320,8 @@ def _validate(cfg: Config) -> None:
     _check(abs(total - 1.0) < 1e-9, "train_ratio", cfg.train_ratio,
            f"train_ratio + val_ratio + test_ratio must sum to 1 (got {total:g})")
     _check(cfg.train_ratio > 0, "train_ratio", cfg.train_ratio, "must be > 0")
-    _check(cfg.ingest_batch == "" or bool(NAME_RE.match(cfg.ingest_batch)), "ingest_batch", cfg.ingest_batch,
-           "use letters, digits, '.', '_' and '-' (max 64)")
+    _check(cfg.ingest_batch == "" or valid_name(cfg.ingest_batch), "ingest_batch", cfg.ingest_batch,
+           "use letters, digits, '.', '_' and '-' (max 64, no '..')")
     for key in ("event_traces", "templates", "tables_root", "artifacts_root", "master"):
         _check(bool(getattr(cfg, key).strip()), key, getattr(cfg, key), "must not be empty")
 

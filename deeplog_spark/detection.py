@@ -1,241 +1,242 @@
-"""Detect stage: score windows with a trained run's models, then per-BlockId verdicts.
+"""Detect stage: per-session verdicts of every detector and the fused one, with the reason.
 
-Scoring is a ``pandas_udf`` of the Iterator form: each task loads the model once (from the
-checkpoint bytes broadcast by the driver, checked against their sha256) and scores Arrow batches.
-With ``distinct_scoring`` the key model scores each distinct (window, next) once and the results
-are joined back, which gives exactly the per-window results (the model is deterministic in eval
-mode); the value model always scores window by window (continuous intervals rarely repeat).
+The scores come from :mod:`deeplog_spark.detectors` (distinct sequences for the key, count and PCA
+detectors; whole sessions for the value detector). The decisions apply the run's calibration,
+chosen on the val split when the run was trained (:mod:`deeplog_spark.calibration`):
 
-Decisions per window: ``key_anomaly`` = rank of the true next event > g (or an event never seen in
-training, with ``key_reason``); ``value_anomaly`` = |error| > mu + k*sigma; ``fused_anomaly`` =
-key OR value. A session (BlockId) is anomalous if any of its windows is.
+- ``anomalous``: the fused verdict, any member of the run's fused rule firing at its threshold;
+  ``detectors`` lists the members that fired and ``reason`` says why, in words, for the first
+  of them (count, then key, value, PCA): the event never seen, the count outside what normal
+  sessions show, the step of the workflow the key model did not expect, the interval.
+- ``deeplog_anomalous``: the DeepLog spec's rule at the detection's (g, k): a window whose next
+  event is not among the key model's top g, or an interval whose standardized residual exceeds
+  mu + k*sigma. Its first such window is ``first_anomalous_position`` and what follows it.
+
+Tables: ``verdicts`` (one row per session) and ``predictions`` (one row per window, for the
+sessions anomalous by either rule; every window with ``predictions = "all"``). Both are keyed by
+(run_id, g, k[, ingest_batch]); a re-run replaces exactly its rows.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
-from typing import Iterator
 
-import pandas as pd
-from pyspark.sql import DataFrame, SparkSession
+from pyspark import StorageLevel
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from deeplog_spark import schemas
-from deeplog_spark.runs import read_json, resolve_run_id, run_dir, validate_run_id, write_json
 from deeplog_spark.config import Config
+from deeplog_spark.detectors import sequence_scores, sequences, value_per_session
 from deeplog_spark.errors import InputError
 from deeplog_spark.logs import stage
-from deeplog_spark.tables import read_table, replace_where
+from deeplog_spark.runs import ModelBundle, detection_rows, detection_stats_path, write_json
+from deeplog_spark.tables import read_table, replace_where, table_exists
 
 log = logging.getLogger(__name__)
 
-KEY_OUT = "key_rank int, key_score float, top_g array<int>, key_reason string"
+#: The columns of the verdicts table, in order.
+VERDICT_COLUMNS = ("run_id", "g", "k", "block_id", "split", "label", "ingest_batch", "anomalous", "detectors", "reason",
+                   "deeplog_anomalous", "count_anomalous", "n_windows", "n_anomalous_windows", "max_key_rank",
+                   "max_key_score", "max_value_error", "count_score", "exact_anomalous", "pca_spe",
+                   "first_anomalous_position", "first_anomaly_window", "first_anomaly_next_event",
+                   "first_anomaly_reason")
+#: The order in which the fused members' reasons are told.
+REASON_ORDER = ("count", "key", "key_nll", "value", "pca")
 
 
-class ModelBundle:
-    """A run's checkpoints and statistics as the driver ships them to executors."""
-
-    def __init__(self, artifacts_root: str, run_id: str | None):
-        try:
-            self.run_id = resolve_run_id(artifacts_root, run_id)
-        except ValueError as exc:  # a malformed --model
-            raise InputError(str(exc)) from exc
-        self.dir = run_dir(artifacts_root, self.run_id)
-        if not self.dir.is_dir():
-            raise InputError(f"no model run {self.run_id!r} under {self.dir.parent}")
-        key = self.dir / "key_model.pt"
-        if not key.is_file():
-            raise InputError(f"run {self.run_id} has no key model ({key} missing)")
-        from deeplog_spark.nn.model import load_checkpoint
-
-        _, payload = load_checkpoint(key, expect_task="key")  # validate on the driver first
-        self.key_bytes = key.read_bytes()
-        self.vocab_size = int(payload["extra"]["vocab_size"])
-        self.train_vocab = list(payload["extra"]["train_vocab"])
-        self.value_bytes = None
-        value = self.dir / "value_model.pt"
-        if value.is_file():
-            load_checkpoint(value, expect_task="value")
-            self.value_bytes = value.read_bytes()
-            self.norm = read_json(self.dir / "value_norm.json")
-            self.errors = read_json(self.dir / "value_threshold.json")
-
-    def value_threshold(self, k: float) -> float | None:
-        if self.value_bytes is None:
-            return None
-        return self.errors["mu"] + k * self.errors["sigma"]
+def score_columns() -> dict[str, Column]:
+    """The session score of each detector (a session fires when it exceeds the detector's threshold)."""
+    return {"key": F.col("max_key_rank").cast("double"), "key_nll": F.col("max_key_score").cast("double"),
+            "value": F.col("max_value_error").cast("double"), "pca": F.col("pca_spe"),
+            "count": F.col("count_anomalous").cast("double"), "exact": F.col("exact_anomalous").cast("double")}
 
 
-def _key_udf(bc, sha: str, vocab_size: int, train_vocab: list[int], top_g: int, batch_size: int):
-    @F.pandas_udf(KEY_OUT)
-    def score_key(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        import numpy as np
-        import torch
-
-        from deeplog_spark.nn.model import load_checkpoint_bytes
-        from deeplog_spark.nn.scoring import KeyScorer
-
-        torch.set_num_threads(1)  # one Spark task per core
-        model, _ = load_checkpoint_bytes(bc.value, "key", sha, "key_model.pt")
-        scorer = KeyScorer(model, vocab_size, train_vocab, top_g, batch_size)
-        for pdf in batches:
-            if len(pdf) == 0:
-                yield pd.DataFrame({"key_rank": [], "key_score": [], "top_g": [], "key_reason": []})
-                continue
-            out = scorer.score(np.stack(pdf["window"].to_numpy()), pdf["next_event"].to_numpy())
-            yield pd.DataFrame({"key_rank": out["key_rank"], "key_score": out["key_score"],
-                                "top_g": list(out["top_g"]), "key_reason": out["key_reason"]})
-
-    return score_key
+def fires(detector: str, threshold: float) -> Column:
+    """Whether ``detector`` fires at ``threshold`` (false where it has no score)."""
+    return F.coalesce(score_columns()[detector] > F.lit(float(threshold)), F.lit(False))
 
 
-def _value_udf(bc, sha: str, mean: float, std: float, batch_size: int):
-    @F.pandas_udf("float")
-    def score_value(batches: Iterator[pd.DataFrame]) -> Iterator[pd.Series]:
-        import numpy as np
-        import torch
-
-        from deeplog_spark.nn.model import load_checkpoint_bytes
-        from deeplog_spark.nn.scoring import ValueScorer
-
-        torch.set_num_threads(1)
-        model, _ = load_checkpoint_bytes(bc.value, "value", sha, "value_model.pt")
-        scorer = ValueScorer(model, mean, std, batch_size)
-        for pdf in batches:
-            if len(pdf) == 0:
-                yield pd.Series([], dtype="float32")
-                continue
-            yield pd.Series(scorer.score(np.stack(pdf["window_intervals"].to_numpy()),
-                                         pdf["next_interval"].to_numpy()))
-
-    return score_value
+def fused_members(bundle: ModelBundle, g: int) -> dict[str, float]:
+    """The run's fused rule: member -> threshold. A run trained before calibration existed uses
+    DeepLog's key rule at g."""
+    if bundle.calibration:
+        return {d: float(t) for d, t in bundle.calibration["fused"]["members"].items()}
+    return {"key": float(g)}
 
 
-def score_windows(spark: SparkSession, windows: DataFrame, bundle: ModelBundle, top_g: int,
-                  batch_size: int, distinct: bool) -> DataFrame:
-    """Model outputs for every window: key_rank, key_score, top_g, key_reason, value_error."""
-    sc = spark.sparkContext
-    key_bc = sc.broadcast(bundle.key_bytes)
-    key_udf = _key_udf(key_bc, hashlib.sha256(bundle.key_bytes).hexdigest(), bundle.vocab_size,
-                       bundle.train_vocab, top_g, batch_size)
-    kcols = ["window", "next_event"]
-    if distinct:
-        scored = (windows.select(*kcols).distinct()
-                  .select(*kcols, key_udf(F.struct(*kcols)).alias("s")).select(*kcols, "s.*"))
-        out = windows.join(scored, kcols, "left")
-    else:
-        out = windows.select("*", key_udf(F.struct(*kcols)).alias("s")).select(*windows.columns, "s.*")
-
-    if bundle.value_bytes is None:
-        return out.withColumn("value_error", F.lit(None).cast("float"))
-    value_bc = sc.broadcast(bundle.value_bytes)
-    value_udf = _value_udf(value_bc, hashlib.sha256(bundle.value_bytes).hexdigest(),
-                           bundle.norm["mean"], bundle.norm["std"], batch_size)
-    # The value model scores every window where it is: intervals rarely repeat exactly (78 % of
-    # the windows are distinct on the generated 575k workload), so a global distinct would shuffle
-    # every window's intervals for little saving (105 s against 42 s there; README "Benchmarks").
-    vcols = ["window_intervals", "next_interval"]
-    return out.withColumn("value_error", F.when(F.col("next_interval").isNotNull(), value_udf(F.struct(*vcols))))
+def _reason(detector: str, bundle: ModelBundle, threshold: float) -> Column:
+    if detector == "count":
+        return F.col("count_reason")
+    if detector in ("key", "key_nll"):
+        end = bundle.start_end[1] if bundle.markers else -999
+        what = F.when(F.col("key_next_event") == F.lit(end), F.lit("the end of the session")) \
+            .otherwise(F.format_string("E%d", F.col("key_next_event")))
+        return F.format_string(
+            "key: at step %d the model did not expect %s (p=%.2g, rank %d; expected %s) after %s",
+            F.col("key_position"), what, F.col("key_p"), F.col("max_key_rank"),
+            F.array_join(F.transform(F.slice("key_expected", 1, 3), lambda e: F.when(
+                e == F.lit(end), F.lit("end")).otherwise(F.concat(F.lit("E"), e.cast("string")))), ", "),
+            F.array_join(F.transform(F.slice(F.filter("key_window", lambda e: e > 0), -3, 3), lambda e: F.when(
+                e == F.lit(end - 1), F.lit("start")).when(e < 0, F.lit("?")).otherwise(F.concat(F.lit("E"), e.cast("string")))), " "))
+    if detector == "value":
+        return F.format_string("value: the interval before event %d was %.0f s where about %.0f s was expected "
+                               "(%.1f sd, threshold %.1f)", F.col("value_position"), F.col("value_interval"),
+                               F.col("value_expected"), F.col("max_value_error"), F.lit(threshold))
+    if detector == "pca":
+        return F.format_string("pca: the event counts lie off the normal subspace (SPE %.3g > %.3g)",
+                               F.col("pca_spe"), F.lit(threshold))
+    raise ValueError(detector)
 
 
-def decide(scored: DataFrame, run_id: str, g: int, k: float, value_threshold: float | None) -> DataFrame:
-    """Per-window decisions at (g, k); the ``predictions`` table's rows."""
+def decide(sessions: DataFrame, bundle: ModelBundle, g: int, k: float) -> DataFrame:
+    """The ``verdicts`` columns of scored sessions (see the module docstring)."""
+    members = fused_members(bundle, g)
+    fired = {d: fires(d, t) for d, t in members.items()}
+    anomalous = F.lit(False)
+    for c in fired.values():
+        anomalous = anomalous | c
+    names = F.filter(F.array(*[F.when(c, F.lit(d)) for d, c in fired.items()]), lambda x: x.isNotNull())
+    reason = None
+    for d in [d for d in REASON_ORDER if d in members]:
+        r = F.when(fired[d], _reason(d, bundle, members[d]))
+        reason = r if reason is None else F.coalesce(reason, r)
+    spec_value = bundle.value_threshold(k)
+    value_over = (F.col("max_value_error") > F.lit(spec_value)) if spec_value is not None else F.lit(False)
+    deeplog = (F.col("max_key_rank") > F.lit(g)) | F.coalesce(value_over, F.lit(False))
+    return sessions.select(
+        F.lit(bundle.run_id).alias("run_id"), F.lit(g).alias("g"), F.lit(float(k)).alias("k"),
+        "block_id", "split", "label", "ingest_batch",
+        anomalous.alias("anomalous"), names.alias("detectors"), F.when(anomalous, reason).alias("reason"),
+        deeplog.alias("deeplog_anomalous"),
+        "n_windows", "n_anomalous_windows", "max_key_rank", "max_key_score", "max_value_error",
+        "count_anomalous", "count_score", "exact_anomalous", "pca_spe",
+        "first_key_position", "first_key_window", "first_key_next_event", "first_key_reason", "value_first_over",
+        "events")
+
+
+def _deeplog_evidence(v: DataFrame, bundle: ModelBundle, windows: DataFrame) -> DataFrame:
+    """DeepLog's first anomalous window at (g, k): the key rule's, or the value rule's when earlier."""
+    from deeplog_spark.windows import event_index
+
+    n = F.size("events")
+    # the window position whose target is the value model's first step over the threshold
+    value_pos = F.when(F.col("value_first_over").isNotNull(),
+                       F.col("value_first_over") - (event_index(F.lit(0), n, bundle.h, bundle.markers)))
+    value_pos = F.when(value_pos >= 0, value_pos)
+    first = F.least(F.col("first_key_position"), value_pos)
+    v = v.withColumn("first_anomalous_position", F.when(F.col("deeplog_anomalous"), first))
+    from_value = F.col("first_anomalous_position").isNotNull() & (
+        F.col("first_key_position").isNull() | (F.col("first_anomalous_position") < F.col("first_key_position")))
+    w = windows.select("events", F.col("position").alias("first_anomalous_position"),
+                       F.col("window").alias("_vw"), F.col("next_event").alias("_vn"))
+    v = v.join(w, ["events", "first_anomalous_position"], "left")
+    return (v.withColumn("first_anomaly_window", F.when(from_value, F.col("_vw")).otherwise(F.col("first_key_window")))
+            .withColumn("first_anomaly_next_event", F.when(from_value, F.col("_vn")).otherwise(F.col("first_key_next_event")))
+            .withColumn("first_anomaly_reason", F.when(from_value, F.lit("value_error"))
+                        .otherwise(F.coalesce(F.col("first_key_reason"),
+                                              F.when(F.col("first_key_position").isNotNull(), F.lit("not_in_top_g")))))
+            .select(*VERDICT_COLUMNS, "events"))
+
+
+def predictions(anomalous: DataFrame, windows: DataFrame, bundle: ModelBundle, g: int, k: float,
+                batch_size: int) -> DataFrame:
+    """Per-window rows of the given sessions (``block_id, split, label, ingest_batch, events, intervals``)."""
+    spec_value = bundle.value_threshold(k)
+    scored = value_per_session(anomalous, bundle, spec_value if spec_value is not None else float("inf"),
+                               batch_size, full=True).select("block_id", "split", "label", "ingest_batch", "events",
+                                                             "value_errors")
+    rows = scored.join(windows, "events")
+    value_error = F.element_at("value_errors", F.col("event_index") + 1)  # null beyond the session (the end marker)
+    value_error = F.when(F.col("event_index") < F.size("value_errors"), value_error)
     key_anomaly = F.col("key_rank") > F.lit(g)
-    if value_threshold is None:
-        value_anomaly = F.lit(None).cast("boolean")
-        window_score = F.col("key_rank") / F.lit(g)
-    else:
-        value_anomaly = F.col("value_error") > F.lit(value_threshold)
-        window_score = F.greatest(F.col("key_rank") / F.lit(g), F.col("value_error") / F.lit(value_threshold))
-    return scored.select(
-        F.lit(run_id).alias("run_id"), F.lit(g).alias("g"), F.lit(float(k)).alias("k"),
-        "block_id", "split", "label", "position", "window",
-        F.col("next_event").alias("y_true"),
-        F.slice("top_g", 1, g).alias("y_pred_topg"),
-        "key_rank", "key_score", key_anomaly.alias("key_anomaly"), "key_reason",
-        "value_error", value_anomaly.alias("value_anomaly"),
+    value_anomaly = (value_error > F.lit(spec_value)) if spec_value is not None else F.lit(None).cast("boolean")
+    window_score = F.col("key_rank") / F.lit(g)
+    if spec_value is not None:
+        window_score = F.greatest(window_score, value_error / F.lit(spec_value))
+    return rows.select(
+        F.lit(bundle.run_id).alias("run_id"), F.lit(g).alias("g"), F.lit(float(k)).alias("k"),
+        "block_id", "split", "label", "position", "window", F.col("next_event").alias("y_true"),
+        F.slice("top_g", 1, g).alias("y_pred_topg"), "key_rank", "key_score", key_anomaly.alias("key_anomaly"),
+        "key_reason", value_error.cast("float").alias("value_error"), value_anomaly.alias("value_anomaly"),
         (key_anomaly | F.coalesce(value_anomaly, F.lit(False))).alias("fused_anomaly"),
-        window_score.cast("double").alias("window_score"),
-        "ingest_batch",
-    )
+        window_score.cast("double").alias("window_score"), "ingest_batch")
 
 
-def session_verdicts(predictions: DataFrame) -> DataFrame:
-    """One row per (run_id, g, k, block_id): anomalous if any window is, with its evidence."""
-    fused_pos = F.when(F.col("fused_anomaly"), F.col("position"))
-    first = F.min_by(F.struct(F.col("window"), F.col("y_true").alias("next_event"), F.col("key_reason")), fused_pos)
-    return (
-        predictions.groupBy("run_id", "g", "k", "block_id", "split", "label", "ingest_batch")
-        .agg(
-            F.max(F.col("fused_anomaly").cast("int")).cast("boolean").alias("anomalous"),
-            F.max(F.col("key_anomaly").cast("int")).cast("boolean").alias("key_anomalous"),
-            F.max(F.col("value_anomaly").cast("int")).cast("boolean").alias("value_anomalous"),
-            F.count(F.lit(1)).cast("int").alias("n_windows"),
-            F.sum(F.col("fused_anomaly").cast("int")).cast("int").alias("n_anomalous_windows"),
-            F.max("window_score").alias("score"),
-            F.max("key_rank").alias("max_key_rank"),
-            F.max("key_score").alias("max_key_score"),
-            F.max("value_error").alias("max_value_error"),
-            F.min(fused_pos).alias("first_anomalous_position"),
-            first.alias("_first"),
-        )
-        .select("*", F.col("_first.window").alias("first_anomaly_window"),
-                F.col("_first.next_event").alias("first_anomaly_next_event"),
-                F.col("_first.key_reason").alias("first_anomaly_reason"))
-        .drop("_first")
-    )
+def templates_map(spark: SparkSession, cfg: Config) -> dict[int, str]:
+    """event id -> template text (the templates table is small)."""
+    return {r["event_id"]: r["template"] for r in read_table(spark, cfg.table_path(schemas.TEMPLATES))
+            .select("event_id", "template").collect()}
 
 
-def _rows_of(run_id: str, g: int, k: float, batch: str = "") -> str:
-    """SQL predicate of one detection's rows (names are validated: no quotes can get in)."""
-    cond = f"run_id = '{validate_run_id(run_id)}' AND g = {int(g)} AND k = {float(k)!r}"
-    return cond + (f" AND ingest_batch = '{validate_run_id(batch)}'" if batch else "")
+def count_patterns(spark: SparkSession, cfg: Config, run_id: str) -> DataFrame | None:
+    path = cfg.table_path(schemas.COUNT_PATTERNS)
+    if not table_exists(spark, path):
+        return None
+    return read_table(spark, path).where(F.col("run_id") == run_id).select("counts", "sessions")
 
 
-def replace_rows(df: DataFrame, path: str, run_id: str, g: int, k: float, batch: str = "") -> None:
-    """Write ``df`` as the rows of (run_id, g, k[, batch]) in the Delta table at ``path``, replacing them."""
-    replace_where(df, path, _rows_of(run_id, g, k, batch), partition_by=["run_id"])
+def score_sessions(spark: SparkSession, cfg: Config, bundle: ModelBundle, traces: DataFrame,
+                   g: int, k: float) -> tuple[DataFrame, DataFrame, list[DataFrame]]:
+    """(every session of ``traces`` with the scores of every detector; the scored key windows;
+    the cached DataFrames, for the caller to unpersist when done)."""
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(cfg.detect_batch_size))
+    seqs = sequences(traces).select("events").persist(StorageLevel.MEMORY_AND_DISK)
+    patterns = count_patterns(spark, cfg, bundle.run_id) if bundle.count is not None else None
+    per_seq, windows = sequence_scores(spark, seqs, bundle, patterns, templates_map(spark, cfg), g,
+                                       cfg.detect_batch_size)
+    per_seq = per_seq.persist(StorageLevel.MEMORY_AND_DISK)
+    windows = windows.persist(StorageLevel.MEMORY_AND_DISK)
+    n_seq = per_seq.count()
+    log.info("detect: %d distinct event sequences scored by the key%s model(s)", n_seq,
+             "".join(f", {d}" for d, m in (("count", bundle.count), ("pca", bundle.pca)) if m is not None))
+    spec_value = bundle.value_threshold(k)
+    sessions = traces.join(per_seq, "events")
+    sessions = value_per_session(sessions, bundle, spec_value if spec_value is not None else float("inf"),
+                                 cfg.detect_batch_size)
+    return sessions, windows, [seqs, per_seq, windows]
 
 
 def run_detect(spark: SparkSession, cfg: Config, model: str | None = None) -> dict:
-    """Score the windows table with run ``model`` (default: latest) at (top_g, k_sigma).
-
-    With ``ingest_batch`` set only that batch's windows are scored, and only its rows replaced.
-    """
+    """Score the traces with run ``model`` (default: latest); verdicts at the run's calibration and
+    DeepLog's rule at (top_g, k_sigma). With ``ingest_batch`` only that batch is scored and replaced."""
     with stage("detect") as st:
         bundle = ModelBundle(cfg.artifacts_root, model)
-        if cfg.top_g > bundle.vocab_size + 1:
-            raise InputError(f"--top_g {cfg.top_g} exceeds the model's {bundle.vocab_size + 1} outputs")
-        spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(cfg.detect_batch_size))
-        windows = read_table(spark, cfg.table_path(schemas.WINDOWS))
-        batch = cfg.ingest_batch
+        g, k, batch = cfg.top_g, cfg.k_sigma, cfg.ingest_batch
+        if g > bundle.classes:
+            raise InputError(f"--top_g {g} exceeds the model's {bundle.classes} outputs")
+        traces = read_table(spark, cfg.table_path(schemas.TRACES))
         if batch:
-            windows = windows.where(F.col("ingest_batch") == batch)
-            if windows.limit(1).count() == 0:
-                raise InputError(f"no windows of batch {batch!r}: ingest it and run the windows task first")
-        threshold = bundle.value_threshold(cfg.k_sigma)
+            traces = traces.where(F.col("ingest_batch") == batch)
+            if traces.limit(1).count() == 0:
+                raise InputError(f"no traces of batch {batch!r}: ingest it first")
+        traces = traces.select("block_id", "split", "label", "ingest_batch", "events", "intervals")
         t0 = time.perf_counter()
-        scored = score_windows(spark, windows, bundle, cfg.top_g, cfg.detect_batch_size, cfg.distinct_scoring)
-        preds = decide(scored, bundle.run_id, cfg.top_g, cfg.k_sigma, threshold)
-        pred_path = cfg.table_path(schemas.PREDICTIONS)
-        replace_rows(preds, pred_path, bundle.run_id, cfg.top_g, cfg.k_sigma, batch)
+        sessions, windows, cached = score_sessions(spark, cfg, bundle, traces, g, k)
+        verdicts = _deeplog_evidence(decide(sessions, bundle, g, k), bundle, windows)
+        vpath = cfg.table_path(schemas.VERDICTS)
+        replace_where(verdicts.drop("events"), vpath, detection_rows(bundle.run_id, g, k, batch), partition_by=["run_id"])
+        mine = read_table(spark, vpath).where(detection_rows(bundle.run_id, g, k, batch))
+        counts = mine.agg(F.count(F.lit(1)).alias("sessions"), F.sum(F.col("anomalous").cast("int")).alias("anomalous"),
+                          F.sum(F.col("deeplog_anomalous").cast("int")).alias("deeplog"),
+                          F.sum("n_windows").alias("windows")).first()
+        verdict_s = time.perf_counter() - t0
+        chosen = mine if cfg.predictions == "all" else mine.where(F.col("anomalous") | F.col("deeplog_anomalous"))
+        selected = traces.join(chosen.select("block_id"), "block_id", "left_semi")
+        preds = predictions(selected, windows, bundle, g, k, cfg.detect_batch_size)
+        replace_where(preds, cfg.table_path(schemas.PREDICTIONS), detection_rows(bundle.run_id, g, k, batch),
+                      partition_by=["run_id"])
+        for df in cached:
+            df.unpersist()
         score_s = time.perf_counter() - t0
-        mine = read_table(spark, pred_path).where(_rows_of(bundle.run_id, cfg.top_g, cfg.k_sigma, batch))
-        verdicts = session_verdicts(mine)
-        replace_rows(verdicts, cfg.table_path(schemas.VERDICTS), bundle.run_id, cfg.top_g, cfg.k_sigma, batch)
-        v = read_table(spark, cfg.table_path(schemas.VERDICTS)).where(
-            _rows_of(bundle.run_id, cfg.top_g, cfg.k_sigma, batch))
-        counts = v.agg(F.count(F.lit(1)).alias("sessions"), F.sum(F.col("anomalous").cast("int")).alias("anomalous"),
-                       F.sum("n_windows").alias("windows")).first()
-        stats = {"run_id": bundle.run_id, "g": cfg.top_g, "k": cfg.k_sigma, "value_threshold": threshold,
-                 "ingest_batch": batch or None,
+        stats = {"run_id": bundle.run_id, "g": g, "k": k, "value_threshold": bundle.value_threshold(k),
+                 "ingest_batch": batch or None, "fused_rule": fused_members(bundle, g),
                  "windows": int(counts["windows"] or 0), "sessions": int(counts["sessions"] or 0),
-                 "anomalous_sessions": int(counts["anomalous"] or 0), "distinct_scoring": cfg.distinct_scoring,
-                 "scoring_seconds": round(score_s, 2),
+                 "anomalous_sessions": int(counts["anomalous"] or 0),
+                 "deeplog_anomalous_sessions": int(counts["deeplog"] or 0), "predictions": cfg.predictions,
+                 "verdict_seconds": round(verdict_s, 2), "scoring_seconds": round(score_s, 2),
                  "windows_per_s": round((counts["windows"] or 0) / max(score_s, 1e-9), 1)}
-        suffix = f"_{batch}" if batch else ""
-        write_json(bundle.dir / "detection" / f"detection_stats_g{cfg.top_g}_k{cfg.k_sigma}{suffix}.json", stats)
+        write_json(detection_stats_path(bundle.dir, g, k, batch), stats)
         st.update(stats)
     return stats

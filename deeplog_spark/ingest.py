@@ -8,8 +8,10 @@ input row is either accepted or becomes one ``ingest_rejects`` row with a reason
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import logging
+import os
 import re
 from dataclasses import dataclass
 
@@ -38,26 +40,53 @@ LABEL_COLUMNS = ("BlockId", "Label")
 TEMPLATE_COLUMNS = ("EventId", "EventTemplate")
 
 _EVENT_KEY_RE = re.compile(r"^E([1-9][0-9]*)$")
+#: Files read from an input folder: CSV, plain or gzipped. Anything else there (a README.md, a
+#: _SUCCESS marker) is skipped; Spark skips hidden files (.crc) itself.
+CSV_FILES = "*.{csv,gz}"
+#: The largest interval (seconds) taken as real: about 31 years. Larger values are rejected as
+#: invalid_time_interval (a 1e39 would overflow float32 and poison the value model's statistics).
+MAX_INTERVAL_S = 1e9
 
 
 # -- readers ------------------------------------------------------------------------------------
 
 
+def _is_folder(path: str) -> bool:
+    """Whether ``path`` names a folder of input files (a local directory, or a URI ending in /)."""
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:", path) and not path.startswith("file:"):
+        return path.endswith("/")
+    return os.path.isdir(path.removeprefix("file://").removeprefix("file:"))
+
+
 def _read_csv_strings(spark: SparkSession, path: str, required: tuple[str, ...],
                       optional: tuple[str, ...] = ()) -> DataFrame:
-    """Read a headered CSV as strings, keeping malformed rows in ``_corrupt_record``.
+    """Read a headered CSV (RFC 4180 quoting, ``""`` inside quotes) as strings, keeping malformed rows
+    in ``_corrupt_record``. A folder contributes its ``*.csv`` and ``*.gz`` files only.
 
-    The header decides which optional columns exist; a missing required column is an error.
+    The header decides which optional columns exist; names are matched without surrounding spaces
+    (``BlockId, Features`` works); a missing required column or a repeated name is an error.
     """
+    reader = spark.read.option("header", True).option("escape", '"')
+    if _is_folder(path):
+        reader = reader.option("pathGlobFilter", CSV_FILES)
     try:
-        header = spark.read.option("header", True).csv(path).columns
+        raw_header = reader.csv(path).columns
     except Exception as exc:  # Spark raises AnalysisException subclasses for missing paths
         if "PATH_NOT_FOUND" in str(exc) or "Path does not exist" in str(exc):
             raise InputError(f"input not found: {path}") from exc
+        if "UNABLE_TO_INFER_SCHEMA" in str(exc):
+            raise InputError(f"{path}: no input file (a folder contributes its *.csv and *.gz files)") from exc
         raise
-    if not header:
+    if not raw_header:
         raise InputError(f"{path}: empty file, expected a header with columns {', '.join(required)}")
-    header = [c.strip() for c in header]
+    header = [c.strip() for c in raw_header]
+    # Spark renames a repeated column (Label, Label -> Label1, Label2): read the header line itself
+    lines = spark.read.option("pathGlobFilter", CSV_FILES).text(path) if _is_folder(path) else spark.read.text(path)
+    first = lines.first()
+    named = [c.strip() for c in next(csv.reader([first[0].lstrip("\ufeff")]))] if first and first[0] else header
+    repeated = sorted({c for c in named if [h.lower() for h in named].count(c.lower()) > 1})
+    if repeated:
+        raise InputError(f"{path}: the header names column(s) {', '.join(repeated)} more than once")
     missing = [c for c in required if c not in header]
     if missing:
         raise InputError(
@@ -67,18 +96,18 @@ def _read_csv_strings(spark: SparkSession, path: str, required: tuple[str, ...],
     extra = [c for c in header if c not in required + optional]
     if extra:
         log.warning("%s: ignoring unknown column(s) %s", path, ", ".join(extra))
-    schema = StructType([StructField(c, StringType(), True) for c in header]
+    schema = StructType([StructField(c, StringType(), True) for c in raw_header]
                         + [StructField(CORRUPT, StringType(), True)])
     df = (
-        spark.read.schema(schema)
-        .option("header", True)
+        reader.schema(schema)
         .option("enforceSchema", False)  # every file's header must match, not just the first
         .option("mode", "PERMISSIVE")
         .option("columnNameOfCorruptRecord", CORRUPT)
         .csv(path)
         .withColumn(SOURCE_FILE, F.col("_metadata.file_path"))
     )
-    return df.select(*(c for c in header if c in required + optional), CORRUPT, SOURCE_FILE)
+    return df.select(*(F.col(f"`{r}`").alias(c) for r, c in zip(raw_header, header) if c in required + optional),
+                     CORRUPT, SOURCE_FILE)
 
 
 def read_event_traces(spark: SparkSession, path: str) -> DataFrame:
@@ -94,8 +123,11 @@ def read_anomaly_labels(spark: SparkSession, path: str) -> DataFrame:
 def read_templates(spark: SparkSession, path: str) -> DataFrame:
     """``HDFS.log_templates.csv`` parsed into ``templates(event_id, event_key, template)``.
 
-    The template file defines the vocabulary, so any bad row is an error, not a reject.
+    The template file defines the vocabulary, so any bad row is an error, not a reject; so is a
+    folder where the file belongs.
     """
+    if _is_folder(path):
+        raise InputError(f"templates={path} is a folder: pass the templates file itself (EventId,EventTemplate)")
     raw = _read_csv_strings(spark, path, TEMPLATE_COLUMNS)
     return parse_templates(raw, source=path)
 
@@ -164,6 +196,20 @@ def not_utf8(columns: list[str]) -> Column:
     return F.concat_ws("", *[F.col(c) for c in columns]).contains("\ufffd")
 
 
+MALFORMED_ID_DETAIL = "the id holds a quote or a control character (a line break inside a quoted field?)"
+
+
+def malformed_id(col: Column) -> Column:
+    """Whether a session id holds a quote or a control character (NUL, a line break, ...): such an id
+    is a fragment of a broken row, not an id."""
+    return col.rlike(r'["\x00-\x1f\x7f]')
+
+
+def repeated_header(first_column: str) -> Column:
+    """Whether a row is the header again (two files concatenated): its first field is the column name."""
+    return F.lower(F.trim(F.col(first_column))) == first_column.lower()
+
+
 def first_reason(*pairs: tuple[Column, str]) -> Column:
     """The reason of the first condition that holds (null when none does)."""
     expr = None
@@ -199,7 +245,7 @@ def parse_traces(raw: DataFrame, key_map: dict[str, int]) -> DataFrame:
         df = df.withColumn("intervals", F.transform(_list_tokens(ti), lambda x: x.try_cast("double")))
         ti_ok = well_formed_list(ti)
         ti_malformed = ti.isNull() | ~ti_ok | F.exists("intervals", lambda v: v.isNull())
-        ti_invalid = F.exists("intervals", lambda v: F.isnan(v) | (v < 0) | (v == float("inf")))
+        ti_invalid = F.exists("intervals", lambda v: F.isnan(v) | (v < 0) | (v > F.lit(MAX_INTERVAL_S)))
         ti_mismatch = F.size("intervals") != F.size("events")
     else:
         df = df.withColumn("intervals", F.lit(None).cast("array<double>"))
@@ -219,14 +265,18 @@ def parse_traces(raw: DataFrame, key_map: dict[str, int]) -> DataFrame:
     if "Latency" in cols:
         df = df.withColumn("trace_latency", F.trim(F.col("Latency")).try_cast("double"))
         latency_bad = (F.trim(F.col("Latency")) != "") & F.col("trace_latency").isNull()
+        lat = F.col("trace_latency")
+        latency_invalid = lat.isNotNull() & (F.isnan(lat) | (lat < 0) | (lat > F.lit(MAX_INTERVAL_S)))
     else:
         df = df.withColumn("trace_latency", F.lit(None).cast("double"))
-        latency_bad = F.lit(False)
+        latency_bad = latency_invalid = F.lit(False)
 
     reason = first_reason(
         (F.col(CORRUPT).isNotNull(), Reason.MALFORMED_CSV_ROW),
+        (repeated_header("BlockId"), Reason.REPEATED_HEADER),
         (not_utf8([c for c in raw.columns if c in TRACE_REQUIRED + TRACE_OPTIONAL]), Reason.INVALID_ENCODING),
         (F.col("block_id").isNull() | (F.col("block_id") == ""), Reason.MISSING_BLOCK_ID),
+        (malformed_id(F.col("block_id")), Reason.MALFORMED_BLOCK_ID),
         (F.col("_dup") > 1, Reason.DUPLICATE_BLOCK_ID),
         (features.isNull() | features_empty, Reason.EMPTY_SEQUENCE),
         (~features_ok, Reason.MALFORMED_FEATURES),
@@ -236,6 +286,7 @@ def parse_traces(raw: DataFrame, key_map: dict[str, int]) -> DataFrame:
         (ti_mismatch, Reason.LENGTH_MISMATCH),
         (label_bad, Reason.MALFORMED_LABEL),
         (latency_bad, Reason.MALFORMED_LATENCY),
+        (latency_invalid, Reason.INVALID_LATENCY),
     )
     detail = (
         F.when(F.col("reason") == Reason.UNKNOWN_EVENT_KEY, F.array_join(unknown, ","))
@@ -243,6 +294,10 @@ def parse_traces(raw: DataFrame, key_map: dict[str, int]) -> DataFrame:
               F.format_string("%d events, %d intervals", F.size("events"), F.size("intervals")))
         .when(F.col("reason") == Reason.DUPLICATE_BLOCK_ID,
               F.format_string("%d rows share this BlockId", F.col("_dup")))
+        .when(F.col("reason") == Reason.MALFORMED_BLOCK_ID, F.lit(MALFORMED_ID_DETAIL))
+        .when(F.col("reason") == Reason.INVALID_TIME_INTERVAL,
+              F.lit(f"an interval is NaN, negative or above {MAX_INTERVAL_S:g} seconds"))
+        .when(F.col("reason") == Reason.REPEATED_HEADER, F.lit("a header line inside the file (files concatenated?)"))
     )
     return (df.withColumn("reason", reason).withColumn("detail", detail)
             .drop("_keys", "_dup"))
@@ -292,8 +347,10 @@ def parse_labels(raw: DataFrame, trace_block_ids: DataFrame) -> DataFrame:
     )
     reason = first_reason(
         (F.col(CORRUPT).isNotNull(), Reason.MALFORMED_CSV_ROW),
+        (repeated_header("BlockId"), Reason.REPEATED_HEADER),
         (not_utf8(list(LABEL_COLUMNS)), Reason.INVALID_ENCODING),
         (F.col("block_id").isNull() | (F.col("block_id") == ""), Reason.MISSING_BLOCK_ID),
+        (malformed_id(F.col("block_id")), Reason.MALFORMED_BLOCK_ID),
         (F.col("label_value").isNull(), Reason.MALFORMED_LABEL),
         (F.col("_dup") > 1, Reason.DUPLICATE_LABEL),
         (F.col("_known").isNull(), Reason.LABEL_UNKNOWN_BLOCK),

@@ -45,7 +45,7 @@ def batch_name(cfg: Config, input_path: str) -> str:
     if cfg.ingest_batch:
         return cfg.ingest_batch
     name = re.sub(r"[^A-Za-z0-9_.-]", "_", Path(input_path.rstrip("/")).name).lstrip("._-")[:64]
-    return name or "batch"
+    return re.sub(r"\.\.+", ".", name) or "batch"
 
 
 def drop_already_ingested(spark: SparkSession, cfg: Config, traces: DataFrame, batch: str, source: str,
@@ -73,7 +73,8 @@ def write_ingest(spark: SparkSession, cfg: Config, templates: DataFrame, traces:
 
     ``traces`` are accepted sessions without split; ``rejects`` every reject row of the batch.
     """
-    traces = assign_split(traces, cfg.seed, cfg.train_ratio, cfg.val_ratio).withColumn("ingest_batch", F.lit(batch))
+    traces = (assign_split(traces, cfg.seed, cfg.train_ratio, cfg.val_ratio).withColumn("ingest_batch", F.lit(batch))
+              .withColumn("ingested_at", F.lit(ingested_at).cast("timestamp")))
     rejects = rejects.withColumn("ingest_batch", F.lit(batch))
     if cfg.append:
         traces, dup = drop_already_ingested(spark, cfg, traces, batch, source, ingested_at)
@@ -219,23 +220,27 @@ def run_ingest_raw(spark: SparkSession, cfg: Config, ingested_at: dt.datetime | 
 def run_windows(spark: SparkSession, cfg: Config) -> dict:
     """Explode the traces table into the windows table. Returns its counts.
 
-    ``append=False``: rebuild the whole table. ``append=True``: window only the batches of
-    ``traces`` that have no windows yet (or the batch named by ``ingest_batch``) and keep the rest.
+    ``append=False``: rebuild the whole table. ``append=True``: window the batches of ``traces`` that
+    have no windows yet or were ingested again since (or the batch named by ``ingest_batch``), keep
+    the rest. A table of windows of another length is refused (rebuild it without ``--append``).
     """
+    from deeplog_spark.train_job import markers
+    from deeplog_spark.training import vocab_size_of
+
     with stage("windows") as st:
         traces_path = cfg.table_path(schemas.TRACES)
         traces = read_table(spark, traces_path)
         path = cfg.table_path(schemas.WINDOWS)
         batches: list[str] = []
         if cfg.append:
-            batches = _new_batches(spark, cfg, traces, path)
+            batches = _stale_batches(spark, cfg, traces, path)
             traces = traces.where(F.col("ingest_batch").isin(batches))
             st["batches"] = ",".join(batches) or "none"
         if cfg.append and not batches:
             log.info("windows: every ingest batch already has its windows; nothing to do")
             st.update(h=cfg.h, traces_version=table_version(spark, traces_path), windows=0, splits={})
             return dict(st)
-        windows = sliding_windows(traces, cfg.h)
+        windows = sliding_windows(traces, cfg.h, markers(cfg, vocab_size_of(spark, cfg)))
         write_batches(windows, path, batches, cfg.append, partition_by=["split"])
         written = read_table(spark, path)
         if cfg.append:
@@ -246,13 +251,22 @@ def run_windows(spark: SparkSession, cfg: Config) -> dict:
     return dict(st)
 
 
-def _new_batches(spark: SparkSession, cfg: Config, traces: DataFrame, windows_path: str) -> list[str]:
+def _stale_batches(spark: SparkSession, cfg: Config, traces: DataFrame, windows_path: str) -> list[str]:
+    """Batches whose windows are missing or older than their traces (one small aggregation each)."""
+    def stamps(df: DataFrame) -> dict:
+        return {r[0]: r[1] for r in df.groupBy("ingest_batch").agg(F.max("ingested_at")).collect() if r[0] is not None}
+
+    have: dict = {}
+    if table_exists(spark, windows_path):
+        windows = read_table(spark, windows_path)
+        h = windows.select(F.size("window")).limit(1).collect()
+        if h and h[0][0] != cfg.h:
+            raise InputError(f"the windows table {windows_path} holds windows of h={h[0][0]}, not h={cfg.h}: "
+                             "run the windows task without --append to rebuild it")
+        have = stamps(windows) if "ingested_at" in windows.columns else {}
     if cfg.ingest_batch:
         return [cfg.ingest_batch]
-    have = set()
-    if table_exists(spark, windows_path):
-        have = {r[0] for r in read_table(spark, windows_path).select("ingest_batch").distinct().collect()}
-    return sorted({r[0] for r in traces.select("ingest_batch").distinct().collect() if r[0] is not None} - have)
+    return sorted(b for b, at in stamps(traces).items() if have.get(b, "missing") != at)
 
 
 def run_pipeline(spark: SparkSession, cfg: Config) -> dict:
@@ -271,7 +285,7 @@ def run_pipeline(spark: SparkSession, cfg: Config) -> dict:
     run_id = out["train"]["run_id"]
     out["detect"] = run_detect(spark, cfg, run_id)
     evaluation = run_evaluate(spark, cfg, run_id)
-    out["evaluate"] = {"chosen_on_val": evaluation["chosen_on_val"], "ms_per_window": evaluation["ms_per_window"],
+    out["evaluate"] = {"fused_rule": evaluation["fused_rule"], "ms_per_window": evaluation["ms_per_window"],
                        "reports": str(Path(out["train"]["run_dir"]) / "eval")}
     out["visual"] = run_visual(spark, cfg, run_id)
     out["test_metrics_table"] = test_table(evaluation)

@@ -47,12 +47,16 @@ def read_raw_logs(spark: SparkSession, path: str) -> DataFrame:
                      F.monotonically_increasing_id().alias("line_order"))
 
 
+def _literal(text: str) -> str:
+    """``text`` as a Java regex that matches it literally: every ASCII character that is not a letter or
+    digit is escaped with a backslash (valid in Java for any non-letter), so no quoting construct such
+    as ``\\Q..\\E`` can be broken by the text itself (``C:\\Edge\\dir``)."""
+    return "".join("\\" + c if (c.isascii() and not c.isalnum()) else c for c in text)
+
+
 def template_regex(template: str) -> str:
-    """Java regex for a Loghub template: literal parts quoted, ``[*]`` -> ``.*``, anchored."""
-    parts = template.split("[*]")
-    if any("\\E" in p for p in parts):
-        raise ValueError(f"template cannot be quoted: {template!r}")
-    return "^" + ".*".join(f"\\Q{p}\\E" if p else "" for p in parts) + "$"
+    """Java regex for a Loghub template: literal parts escaped, ``[*]`` -> ``.*``, anchored."""
+    return "^" + ".*".join(_literal(p) for p in template.split("[*]")) + "$"
 
 
 def match_event(content: Column, templates: list[dict]) -> Column:

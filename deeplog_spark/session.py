@@ -40,6 +40,14 @@ DELTA_CONF = {
 }
 
 
+def _log4j_conf():
+    """``conf/log4j2.properties`` of the checkout (None when the package runs from elsewhere)."""
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "conf" / "log4j2.properties"
+    return path if path.is_file() else None
+
+
 def _under_spark_submit() -> bool:
     # spark-submit starts the JVM first and hands the Python driver its gateway port.
     return "PYSPARK_GATEWAY_PORT" in os.environ
@@ -76,6 +84,12 @@ def build_spark(
         builder = builder.master(master or cfg.master)
         conf["spark.jars.packages"] = delta_package()
         conf["spark.driver.memory"] = cfg.driver_memory
+        log4j = _log4j_conf()
+        if log4j is not None:  # the terminal gets one line per Spark warning; the full log a file
+            from deeplog_spark.logs import log_dir
+
+            conf["spark.driver.extraJavaOptions"] = (f"-Dlog4j2.configurationFile={log4j.as_uri()} "
+                                                     f"-Ddeeplog.log.dir={log_dir()}")
         # Python workers must see the same packages (pandas, torch) as this driver; PySpark
         # reads the worker interpreter from this variable when the context starts.
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)

@@ -47,3 +47,19 @@ def assign_split(traces: DataFrame, seed: int, train_ratio: float, val_ratio: fl
     if block_col not in traces.columns:
         raise ValueError(f"assign_split: column {block_col!r} not in {traces.columns}")
     return traces.withColumn("split", split_column(F.col(block_col), seed, train_ratio, val_ratio))
+
+
+def fold_split(traces: DataFrame, seed: int, folds: int, test_fold: int, block_col: str = "block_id") -> DataFrame:
+    """Cross-validation folds by BlockId hash: ``test`` is fold ``test_fold``, ``val`` the next fold
+    (mod ``folds``), ``train`` the rest. Over the ``folds`` values of ``test_fold`` every block is
+    tested exactly once; the folds depend only on (seed, BlockId), like the split.
+
+    Example::
+
+        fold_split(traces, seed=1, folds=10, test_fold=3)  # 80 / 10 / 10, the test tenth rotating
+    """
+    if not (folds >= 3 and 0 <= test_fold < folds):
+        raise ValueError(f"need folds >= 3 and 0 <= test_fold < folds, got folds={folds} test_fold={test_fold}")
+    bucket = F.pmod(F.xxhash64(F.lit(seed).cast("int"), F.col(block_col)), F.lit(folds))
+    return traces.withColumn("split", F.when(bucket == test_fold, "test")
+                             .when(bucket == (test_fold + 1) % folds, "val").otherwise("train"))

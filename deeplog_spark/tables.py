@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 import time
 from typing import Callable, Sequence, TypeVar
 
@@ -91,6 +92,8 @@ def replace_where(df: DataFrame, path: str, cond: str, partition_by: Sequence[st
     replaces the whole table. Rows outside ``cond`` are kept, so writers of disjoint row sets can
     commit at the same time: a conflict is retried (:func:`commit_with_retry`).
     """
+    refuse_foreign(df.sparkSession, path)
+
     def commit() -> None:
         if whole or not table_exists(df.sparkSession, path):
             writer = df.write.format("delta").mode("overwrite").option("overwriteSchema", "true")
@@ -110,9 +113,25 @@ def table_exists(spark: SparkSession, path: str) -> bool:
     return DeltaTable.isDeltaTable(spark, path)
 
 
+def refuse_foreign(spark: SparkSession, path: str) -> None:
+    """Raise InputError when ``path`` holds files but no Delta table (a plain Parquet folder, say):
+    writing there would leave files Delta does not track, and reading would mislead."""
+    import os
+
+    from deeplog_spark.errors import InputError
+
+    local = path.removeprefix("file:") if not re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", path) or path.startswith("file:") else None
+    # Spark marks a finished plain write with _SUCCESS; a Delta writer never does (and a Delta table
+    # another writer is creating right now has data files before its log: not foreign)
+    if local is not None and os.path.isfile(os.path.join(local, "_SUCCESS")) and not table_exists(spark, path):
+        raise InputError(f"{path} holds files but is not a Delta table (a plain Parquet folder?): move it away "
+                         "or choose another tables_root")
+
+
 def read_table(spark: SparkSession, path: str, version: int | None = None) -> DataFrame:
     """Read the Delta table at ``path`` (optionally an older ``version``)."""
     if not table_exists(spark, path):
+        refuse_foreign(spark, path)
         raise FileNotFoundError(f"no Delta table at {path}: run the stage that writes it first")
     reader = spark.read.format("delta")
     if version is not None:

@@ -33,6 +33,12 @@ def _train(task: str):
     return run
 
 
+def _calibrate(spark, cfg, opts):
+    from deeplog_spark.training import run_calibrate
+
+    return run_calibrate(spark, cfg, opts.get("model") or None)
+
+
 def _ingest(spark, cfg, opts):
     from deeplog_spark.pipeline import run_ingest
 
@@ -97,17 +103,22 @@ TASKS: dict[str, Task] = {
     "ingest-raw": Task("parse raw HDFS log files (--raw_logs) into traces with real time intervals",
                        "tables templates, traces, ingest_rejects, template_counts", _ingest_raw),
     "windows": Task("explode sessions into sliding windows of length h", "table windows", _windows),
-    "key": Task("train the Key LSTM (Petastorm + TorchDistributor)",
-                "runs/<run>/key_model.pt, key_history.json, key_loss_curve.png", _train("key")),
+    "key": Task("train the Key LSTM (Petastorm + TorchDistributor), the count and PCA models, calibrate on val",
+                "runs/<run>/key_model.pt, key_history.json, key_loss_curve.png, count_model.json, pca_model.json, "
+                "calibration.json; table count_patterns", _train("key")),
     "value": Task("train the Value LSTM (needs time intervals)",
                   "runs/<run>/value_model.pt, value_history.json, value_loss_curve.png, value_norm.json, "
                   "value_threshold.json", _train("value")),
     "both": Task("train both models (value skipped with a warning when there are no intervals)",
                  "the files of key and value, run.json", _train("both")),
-    "detect": Task("score every window with --model at --top_g/--k_sigma, verdicts per BlockId",
+    "calibrate": Task("fit the count and PCA models and choose thresholds and the fused rule on val, for a run "
+                      "trained elsewhere (e.g. on a GPU machine by deeplog_spark.nn.local)",
+                      "runs/<run>/count_model.json, pca_model.json, calibration.json; table count_patterns",
+                      _calibrate, ("model",)),
+    "detect": Task("verdicts per session: the run's fused detector (with reasons) and DeepLog's rule at --top_g/--k_sigma",
                    "tables predictions, verdicts; runs/<run>/detection/detection_stats_g<G>_k<K>.json", _detect,
                    ("model",)),
-    "eval": Task("session metrics per split at the default and val-chosen thresholds",
+    "eval": Task("session metrics per split of every detector, the fused one and the baselines",
                  "table metrics; runs/<run>/eval/metrics.json, classification_report.md, "
                  "f1_latency_table.csv, roc_curve.png, f1_comparison_bar.png", _eval, ("model",)),
     "visual": Task("workflow graph of normal training sessions, anomalous transitions in red",
@@ -124,7 +135,7 @@ TASKS: dict[str, Task] = {
 OPTIONS: dict[str, Option] = {
     "task": Option("what to run: " + ", ".join(TASKS), default="full-pipeline", choices=tuple(TASKS),
                    metavar="TASK"),
-    "model": Option("run id to use for detect/eval/visual/online (default: the latest trained run)",
+    "model": Option("run id to use for detect/eval/visual/online/calibrate (default: the latest trained run)",
                     metavar="RUN_ID"),
     "normal_blocks": Option("online: file of BlockIds confirmed normal (one per line, or a CSV with a "
                             "BlockId column) instead of the detector's false positives", metavar="FILE"),

@@ -1,92 +1,115 @@
-"""Training data: the windows table turned into (window, target, weight) rows for each model.
+"""Training data: the ``traces`` table turned into the rows each model trains on (Spark).
 
 Training uses the normal sessions of the train split (unlabelled sessions count as normal, as
 DeepLog assumes of its training logs); validation uses the normal sessions of the val split.
-With ``distinct=True`` identical (window, target) rows are merged and ``weight`` holds how many
-windows each stands for, so weighted losses and metrics equal those over all windows.
+
+- Key model: the windows of the distinct event sequences (the model's h and session markers),
+  merged by (window, next event) with ``weight`` = how many windows of the sessions each stands
+  for, so weighted losses and metrics equal those over all windows. Sessions repeat, so this reads
+  the traces once and never materialises a row per window.
+- Value model: sessions with intervals cut into chunks of ``chunk`` steps (the rule of
+  :func:`deeplog_spark.nn.scoring.chunk_starts`), intervals as z-scored log1p seconds.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
+
+from deeplog_spark.windows import window_rows
 
 log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
 class IntervalStats:
-    """Z-score statistics of the intervals, fitted on train-normal windows only."""
+    """Mean and std of log1p(interval seconds), fitted on train-normal sessions (steps after the first)."""
 
     mean: float
     std: float
     count: int
 
 
-def normal_windows(windows: DataFrame, split: str) -> DataFrame:
-    """Windows of ``split`` whose session is normal (label 0) or unlabelled."""
-    return windows.where((F.col("split") == split) & (F.coalesce(F.col("label"), F.lit(0)) == 0))
+def normal_sessions(traces: DataFrame, split: str) -> DataFrame:
+    """Sessions of ``split`` that are normal (label 0) or unlabelled."""
+    return traces.where((F.col("split") == split) & (F.coalesce(F.col("label"), F.lit(0)) == 0))
 
 
-def _weighted(df: DataFrame, distinct: bool, cap: int, seed: int) -> DataFrame:
-    """``window, target, weight`` rows, merged when ``distinct``, capped at ``cap`` rows.
+def _hash_unit(seed: int, *cols: Column) -> Column:
+    return F.pmod(F.xxhash64(F.lit(seed), *cols), F.lit(2**31)) / F.lit(float(2**31))
 
-    The cap keeps a row when a hash of (seed, the row's identity) falls under cap/rows: the
-    window's block and position, or the (window, target) pair itself when distinct. So the sample
-    is uniform and the same on any partitioning and run. Weights are kept as they are, so the
-    weighted loss stays an unbiased estimate of the full one. ``cap`` 0 keeps every row.
+
+def key_dataset(sessions: DataFrame, h: int, markers: tuple[int, int] | None, cap: int = 0, seed: int = 0) -> DataFrame:
+    """``window array<int>, target int, weight float``: distinct (window, next event) rows of the
+    sessions' windows with their counts. ``cap`` > 0 keeps a hashed sample of about that many rows
+    (the same on any partitioning; weights kept, so the weighted loss stays unbiased)."""
+    seqs = sessions.groupBy("events").agg(F.count(F.lit(1)).alias("sessions"))
+    rows = (window_rows(seqs, h, markers, keep=["sessions"])
+            .groupBy("window", F.col("next_event").alias("target"))
+            .agg(F.sum("sessions").cast("float").alias("weight")))
+    if cap > 0:
+        n = rows.count()
+        if n > cap:
+            rows = rows.where(_hash_unit(seed, F.col("window"), F.col("target")) < F.lit(cap / n))
+            log.info("key rows: a hashed sample of about %d of %d distinct rows (cap %d)", cap, n, cap)
+    return rows
+
+
+def has_intervals(traces: DataFrame) -> bool:
+    """Whether any session carries time intervals (the value model needs them)."""
+    return traces.where(F.col("intervals").isNotNull() & (F.size("intervals") > 1)).limit(1).count() > 0
+
+
+def _log_steps(sessions: DataFrame) -> DataFrame:
+    # every interval but the first (0 by definition: nothing came before the first event)
+    return sessions.where(F.col("intervals").isNotNull()).select(
+        F.explode(F.slice("intervals", 2, F.greatest(F.size("intervals") - 1, F.lit(0)))).alias("x")) \
+        .select(F.log1p(F.greatest(F.col("x"), F.lit(0.0))).alias("v"))
+
+
+def interval_stats(train_sessions: DataFrame) -> IntervalStats:
+    """Mean and std of log1p(interval) over the (train-normal) sessions' steps after the first.
+
+    Raises ValueError when there are none, or when they are not finite (a huge value overflows
+    nothing here, but an infinite one would poison the model: ingest rejects them).
     """
-    if distinct:
-        df = df.groupBy("window", "target").agg(F.count(F.lit(1)).cast("float").alias("weight"))
-        ident = [F.col("window"), F.col("target")]
-    else:
-        df = df.withColumn("weight", F.lit(1.0).cast("float"))
-        ident = [F.col("block_id"), F.col("position")]
+    row = _log_steps(train_sessions).agg(F.avg("v").alias("mean"), F.stddev_pop("v").alias("std"),
+                                         F.count(F.lit(1)).alias("n")).first()
+    if not row["n"]:
+        raise ValueError("no train-normal sessions with time intervals")
+    mean, std = float(row["mean"]), float(row["std"] or 0.0)
+    if not (math.isfinite(mean) and math.isfinite(std)):
+        raise ValueError(f"interval statistics are not finite (mean {mean}, std {std}): check the input's TimeInterval values")
+    return IntervalStats(mean, std if std > 0 else 1.0, int(row["n"]))
+
+
+def value_chunks(sessions: DataFrame, stats: IntervalStats, vocab_size: int, chunk: int, context: int,
+                 cap: int = 0, seed: int = 0) -> DataFrame:
+    """``events array<int>[chunk], values array<float>[chunk], first int, length int``: sessions with
+    intervals cut into chunks (zero-padded to ``chunk``); steps ``first`` .. ``length``-1 of a chunk
+    are its targets. ``cap`` > 0 keeps a hashed sample of about that many sessions."""
+    df = sessions.where(F.col("intervals").isNotNull() & (F.size("events") > 1))
     if cap > 0:
         n = df.count()
         if n > cap:
-            u = F.pmod(F.xxhash64(F.lit(seed), *ident), F.lit(2**31)) / F.lit(float(2**31))
-            df = df.where(u < F.lit(cap / n))
-            log.info("training rows: a hashed sample of about %d of %d rows (cap %d)", cap, n, cap)
-    return df.select("window", "target", "weight")
-
-
-def key_dataset(windows: DataFrame, distinct: bool, cap: int = 0, seed: int = 0) -> DataFrame:
-    """``window array<int>, target int, weight float`` for the Key LSTM (see :func:`_weighted`)."""
-    cols = [F.col("window"), F.col("next_event").alias("target")]
-    if not distinct:
-        cols = ["block_id", "position", *cols]
-    return _weighted(windows.select(*cols), distinct, cap, seed)
-
-
-def has_intervals(windows: DataFrame) -> bool:
-    """Whether any window carries time intervals (the value model needs them)."""
-    return windows.where(F.col("next_interval").isNotNull()).limit(1).count() > 0
-
-
-def interval_stats(train_windows: DataFrame) -> IntervalStats:
-    """Mean and std of ``next_interval`` over the given (train-normal) windows."""
-    row = train_windows.where(F.col("next_interval").isNotNull()).agg(
-        F.avg("next_interval").alias("mean"), F.stddev_pop("next_interval").alias("std"),
-        F.count(F.lit(1)).alias("n")).first()
-    if not row["n"]:
-        raise ValueError("no train-normal windows with time intervals")
-    std = float(row["std"] or 0.0)
-    return IntervalStats(float(row["mean"]), std if std > 0 else 1.0, int(row["n"]))
-
-
-def value_dataset(windows: DataFrame, stats: IntervalStats, distinct: bool, cap: int = 0,
-                  seed: int = 0) -> DataFrame:
-    """``window array<float>, target float, weight float`` (z-scored) for the Value LSTM."""
+            df = df.where(_hash_unit(seed, F.col("block_id")) < F.lit(cap / n))
+            log.info("value rows: the sessions of a hashed sample of about %d of %d (cap %d)", cap, n, cap)
     m, s = F.lit(stats.mean), F.lit(stats.std)
-    df = windows.where(F.col("next_interval").isNotNull()).select(
-        "block_id", "position", F.col("window_intervals").alias("window"), F.col("next_interval").alias("target"))
-    df = _weighted(df, distinct, cap, seed)
-    return df.select(
-        F.transform("window", lambda x: ((x - m) / s).cast("float")).alias("window"),
-        ((F.col("target") - m) / s).cast("float").alias("target"),
-        "weight",
-    )
+    n = F.size("events")
+    chunks = F.when(n <= chunk, F.lit(1)).otherwise(1 + F.ceil((n - chunk) / F.lit(chunk - context)).cast("int"))
+    ev = F.transform("events", lambda e: F.when((e >= 1) & (e <= vocab_size), e).otherwise(F.lit(0)))
+    z = F.transform("intervals", lambda x: ((F.log1p(F.greatest(x, F.lit(0.0))) - m) / s).cast("float"))
+    base = df.select(ev.alias("ev"), z.alias("z"), F.explode(F.sequence(F.lit(0), chunks - 1)).alias("c"))
+    start = F.col("c") * F.lit(chunk - context)
+    part_e = F.slice("ev", start + 1, chunk)
+    part_z = F.slice("z", start + 1, chunk)
+    pad = F.lit(chunk) - F.size(part_e)
+    return base.select(
+        F.concat(part_e, F.array_repeat(F.lit(0), pad)).alias("events"),
+        F.concat(part_z, F.array_repeat(F.lit(0.0).cast("float"), pad)).alias("values"),
+        F.when(F.col("c") == 0, F.lit(1)).otherwise(F.lit(context)).alias("first"),
+        F.size(part_e).alias("length"))

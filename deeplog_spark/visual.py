@@ -17,9 +17,8 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from deeplog_spark import schemas
-from deeplog_spark.runs import run_dir, write_json
+from deeplog_spark.runs import ModelBundle, detection_rows, run_dir, write_json
 from deeplog_spark.config import Config
-from deeplog_spark.detection import ModelBundle
 from deeplog_spark.logs import stage
 from deeplog_spark.tables import read_table, table_exists
 
@@ -63,9 +62,11 @@ def node_counts(sessions: DataFrame) -> DataFrame:
     )
 
 
-def anomalous_transitions(flagged: DataFrame, normal_edges: DataFrame) -> DataFrame:
-    """``src, dst, windows, sessions``: transitions in flagged windows never seen in normal training."""
-    seq = F.concat(F.filter("window", lambda x: x != F.lit(schemas.PADDING_ID)), F.array("y_true"))
+def anomalous_transitions(flagged: DataFrame, normal_edges: DataFrame, vocab_size: int) -> DataFrame:
+    """``src, dst, windows, sessions``: transitions in flagged windows never seen in normal training
+    (between events: padding, session markers and unknown ids are left out)."""
+    event = lambda x: (x >= 1) & (x <= vocab_size)  # noqa: E731
+    seq = F.filter(F.concat("window", F.array("y_true")), event)
     return (flagged.select("block_id", F.explode(transitions(seq)).alias("t"))
             .select("block_id", F.col("t.src").alias("src"), F.col("t.dst").alias("dst"))
             .join(normal_edges.select("src", "dst"), ["src", "dst"], "left_anti")
@@ -122,7 +123,8 @@ def run_visual(spark: SparkSession, cfg: Config, model: str | None = None) -> di
     from deeplog_spark.plots import plot_workflow
 
     with stage("visual") as st:
-        run_id = ModelBundle(cfg.artifacts_root, model).run_id  # checks the run exists and is valid
+        bundle = ModelBundle(cfg.artifacts_root, model)  # checks the run exists and is valid
+        run_id = bundle.run_id
         out_dir = run_dir(cfg.artifacts_root, run_id) / "visual"
         traces = read_table(spark, cfg.table_path(schemas.TRACES))
         sessions = normal_training_sessions(traces).select("block_id", "events").cache()
@@ -135,11 +137,10 @@ def run_visual(spark: SparkSession, cfg: Config, model: str | None = None) -> di
             red: list[dict] = []
             flagged_windows = 0
             if table_exists(spark, pred_path):
-                flagged = read_table(spark, pred_path).where(
-                    (F.col("run_id") == run_id) & (F.col("g") == cfg.top_g) & (F.col("k") == cfg.k_sigma)
-                    & F.col("fused_anomaly"))
+                flagged = read_table(spark, pred_path).where(detection_rows(run_id, cfg.top_g, cfg.k_sigma)) \
+                    .where(F.col("fused_anomaly"))
                 flagged_windows = flagged.count()
-                red = [r.asDict() for r in anomalous_transitions(flagged, edges_df).collect()]
+                red = [r.asDict() for r in anomalous_transitions(flagged, edges_df, bundle.vocab_size).collect()]
             if not flagged_windows:
                 log.warning("visual: no flagged windows for run %s at g=%d k=%s (run detect first?); "
                             "drawing the normal workflow only", run_id, cfg.top_g, cfg.k_sigma)

@@ -1,59 +1,99 @@
 """Windows stage: every session exploded into sliding windows of length h (Spark SQL only).
 
-A session of length L > h gives L - h windows: window i is events[i : i+h] and its label is
-``next_event = events[i+h]``. A session with L <= h gives exactly one window: the first L-1
-events left-padded with the padding id 0 to length h, and ``next_event`` = its last event. Both
-cases are one rule: left-pad the session with zeros to length max(L, h+1) and slide over it, so
-a session gives max(L - h, 1) windows. Time intervals are padded and sliced the same way (0.0).
+Two rules, chosen by ``session_markers``:
+
+- **Markers** (the default): the session is framed as ``[start] + events + [end]`` (ids
+  vocab + 1 and vocab + 2) and every id after the start is predicted from the h ids before it,
+  left-padded with the padding id 0. A session of L events gives L + 1 windows: its first event
+  (from the start marker alone), every later one, and the end. So a session that stops early is
+  scored too: its end comes where the model expects more events.
+- **Spec** (``session_markers = false``, the DeepLog spec's windows): a session of length L > h
+  gives L - h windows, window i = events[i : i+h] -> events[i+h]; a session with L <= h gives one
+  window, its first L-1 events left-padded to h -> its last event. So ``[1..12]`` with h = 10
+  gives ``[1..10] -> 11`` and ``[2..11] -> 12``.
+
+Both are one expression: left-pad the (framed) session with zeros and slide over it. Time
+intervals are padded and sliced the same way (0.0; the start marker's interval is 0 and the end
+has none).
 """
 
 from __future__ import annotations
 
+from typing import Sequence
+
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from deeplog_spark.schemas import PADDING_ID, WINDOWS_SCHEMA
+from deeplog_spark.config import MAX_H
+from deeplog_spark.names import PADDING_ID
+from deeplog_spark.schemas import WINDOWS_SCHEMA
 
 
-def _left_pad(arr: Column, length: Column, h: int, pad: Column) -> Column:
-    return F.concat(F.array_repeat(pad, F.greatest(F.lit(h + 1) - length, F.lit(0))), arr)
+def check_h(h: int) -> None:
+    if not isinstance(h, int) or isinstance(h, bool) or not 1 <= h <= MAX_H:
+        raise ValueError(f"window size h must be an integer in [1, {MAX_H}], got {h!r}")
 
 
-def sliding_windows(traces: DataFrame, h: int) -> DataFrame:
-    """Explode ``traces(block_id, split, label, events, intervals)`` into the ``windows`` schema.
+def _framed(col: Column, first: Column | None, last: Column | None) -> Column:
+    parts = ([F.array(first)] if first is not None else []) + [col] + ([F.array(last)] if last is not None else [])
+    return F.concat(*parts) if len(parts) > 1 else col
+
+
+def _pad_length(n: Column, h: int, markers: bool) -> Column:
+    # markers: h-1 zeros, so every id after the start marker is the target of one window;
+    # spec: enough zeros for one window when the session has at most h+1 ids
+    return F.lit(h - 1) if markers else F.greatest(F.lit(h + 1) - n, F.lit(0))
+
+
+def event_index(position: Column, n: Column, h: int, markers: bool) -> Column:
+    """Index in the session (0-based, of ``n`` events) of the event window ``position`` predicts
+    (``n`` for the end marker)."""
+    return position if markers else position + F.lit(h) - F.greatest(F.lit(h + 1) - n, F.lit(0))
+
+
+def window_rows(df: DataFrame, h: int, markers: tuple[int, int] | None, keep: Sequence[str],
+                intervals: bool = False) -> DataFrame:
+    """``keep`` columns + ``position, window, next_event`` (+ ``window_intervals, next_interval``)
+    for every window of ``df.events`` (and ``df.intervals``), by the rule of the module docstring.
+
+    ``position`` counts the windows of a session from 0; with markers, window ``position`` predicts
+    event ``position`` of the session (the last one predicts the end marker).
+    """
+    check_h(h)
+    start, end = (F.lit(markers[0]), F.lit(markers[1])) if markers else (None, None)
+    ev = _framed(F.col("events"), start, end)
+    pad = _pad_length(F.size(ev), h, markers is not None)
+    cols = [*keep, F.concat(F.array_repeat(F.lit(PADDING_ID), pad), ev).alias("_ev")]
+    if intervals:
+        iv = F.col("intervals").cast("array<double>")
+        iv = _framed(iv, F.lit(0.0), F.lit(None).cast("double")) if markers else iv
+        cols.append(F.when(F.col("intervals").isNotNull(),
+                           F.concat(F.array_repeat(F.lit(0.0), pad), iv)).alias("_iv"))
+    padded = df.select(*cols)
+    exploded = padded.select("*", F.explode(F.sequence(F.lit(0), F.size("_ev") - h - 1)).alias("position"))
+    pos = F.col("position")
+    out = [*keep, pos.cast("int").alias("position"), F.slice("_ev", pos + 1, h).alias("window"),
+           F.element_at("_ev", pos + h + 1).alias("next_event")]
+    if intervals:
+        out += [F.slice("_iv", pos + 1, h).alias("window_intervals"), F.element_at("_iv", pos + h + 1).alias("next_interval")]
+    return exploded.select(*out)
+
+
+def sliding_windows(traces: DataFrame, h: int, markers: tuple[int, int] | None = None) -> DataFrame:
+    """Explode ``traces(block_id, split, label, events, intervals[, ingest_batch])`` into the
+    ``windows`` schema; ``markers`` = (start id, end id) frames every session (None: the spec's windows).
 
     Example::
 
-        sliding_windows(traces, h=10)  # [1..12] -> windows [1..10]->11 and [2..11]->12
+        sliding_windows(traces, h=10)                     # [1..12] -> [1..10]->11, [2..11]->12
+        sliding_windows(traces, h=10, markers=(30, 31))   # [5,22] -> [0..0,30]->5, [..,30,5]->22, [..,5,22]->31
     """
-    if not isinstance(h, int) or isinstance(h, bool) or h < 1:
-        raise ValueError(f"window size h must be an integer >= 1, got {h!r}")
     missing = {"block_id", "split", "label", "events", "intervals"} - set(traces.columns)
     if missing:
         raise ValueError(f"sliding_windows: traces lack column(s) {sorted(missing)}")
-
-    n = F.size("events")
-    padded = (
-        traces.select(
-            "block_id", "split", "label",
-            (F.col("ingest_batch") if "ingest_batch" in traces.columns else F.lit(None)).alias("ingest_batch"),
-            _left_pad(F.col("events"), n, h, F.lit(PADDING_ID)).alias("_ev"),
-            _left_pad(F.col("intervals").cast("array<float>"), n, h, F.lit(0.0).cast("float")).alias("_iv"),
-        )
-    )
-    # position i = 0 .. len(_ev) - h - 1 (always at least one window)
-    exploded = padded.select(
-        "*", F.explode(F.sequence(F.lit(0), F.size("_ev") - h - 1)).alias("position"))
-    pos = F.col("position")
-    out = exploded.select(
-        "block_id",
-        "split",
-        F.col("label").cast("int").alias("label"),
-        pos.cast("int").alias("position"),
-        F.slice("_ev", pos + 1, h).alias("window"),
-        F.element_at("_ev", pos + h + 1).alias("next_event"),
-        F.slice("_iv", pos + 1, h).alias("window_intervals"),
-        F.element_at("_iv", pos + h + 1).alias("next_interval"),
-        "ingest_batch",
-    )
+    batch = F.col("ingest_batch") if "ingest_batch" in traces.columns else F.lit(None).cast("string")
+    at = F.col("ingested_at") if "ingested_at" in traces.columns else F.lit(None).cast("timestamp")
+    df = traces.select("block_id", "split", F.col("label").cast("int").alias("label"), "events", "intervals",
+                       batch.alias("ingest_batch"), at.alias("ingested_at"))
+    out = window_rows(df, h, markers, ["block_id", "split", "label", "ingest_batch", "ingested_at"], intervals=True)
     return out.select(*[F.col(f.name).cast(f.dataType) for f in WINDOWS_SCHEMA.fields])

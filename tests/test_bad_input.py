@@ -75,10 +75,10 @@ def test_damaged_trace_and_label_rows_are_rejected_with_reasons(spark, cfg, bad_
     accepted = {r.block_id: r for r in read_table(spark, cfg.table_path(schemas.TRACES)).collect()}
     assert set(accepted) == {b for b, (_, reason) in TRACES.items() if reason is None}
     assert accepted["blk_long"].event_count == LONG and accepted["blk_fine"].label == 1
-    # a 10,000-event session is windowed like any other: max(L - h, 1) windows
+    # a 10,000-event session is windowed like any other: L + 1 windows (every event and the end)
     run_windows(spark, cfg)
     w = read_table(spark, cfg.table_path(schemas.WINDOWS)).groupBy("block_id").count()
-    assert {r.block_id: r["count"] for r in w.collect()} == {"blk_long": LONG - cfg.h, "blk_one": 1, "blk_fine": 1}
+    assert {r.block_id: r["count"] for r in w.collect()} == {"blk_long": LONG + 1, "blk_one": 2, "blk_fine": 4}
 
 
 def test_strict_ingest_of_damaged_input_fails_with_a_one_line_summary(spark, cfg, bad_inputs):
@@ -109,7 +109,7 @@ def test_stages_run_out_of_order_or_on_missing_inputs_are_clear_errors(spark, cf
     """Each later entry point, started before the stage it needs, names what to run first."""
     with pytest.raises(FileNotFoundError, match="no Delta table at .*traces.*run the stage"):
         run_windows(spark, cfg)
-    with pytest.raises(FileNotFoundError, match="no Delta table at .*windows"):
+    with pytest.raises(FileNotFoundError, match="no Delta table at .*traces"):
         run_train(spark, cfg, "key")
     with pytest.raises(FileNotFoundError, match="no trained model"):
         run_detect(spark, cfg)

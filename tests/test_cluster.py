@@ -69,7 +69,8 @@ def test_pipeline_on_local_cluster_matches_local_and_trains_on_executors(spark, 
 
     # detection with that model on local[2] gives the predictions and verdicts the cluster wrote
     mine = cfg.replace(artifacts_root=art)
-    copy_tables(local, mine, schemas.WINDOWS)
+    copy_tables(local, mine, schemas.TRACES, schemas.TEMPLATES)
+    copy_tables(cluster, mine, schemas.COUNT_PATTERNS)
     run_detect(spark, mine, run)
     rows = (F.col("run_id") == run) & (F.col("g") == cluster.top_g) & (F.col("k") == cluster.k_sigma)
     for t in (schemas.PREDICTIONS, schemas.VERDICTS):

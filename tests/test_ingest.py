@@ -119,7 +119,7 @@ def test_sample15k_gives_15000_traces_445_anomalies_no_rejects(spark, cfg, share
     assert (counts["traces"], counts["anomalies"], counts["trace_rejects"], counts["label_rejects"]) == (15000, 445, 0, 0)
     assert counts["events"] == 291_391  # SOURCES.md
     lengths = _lengths(shared_hdfs / "sample15k" / "Event_traces.csv.gz")
-    assert run_windows(spark, cfg)["windows"] == sum(max(n - cfg.h, 1) for n in lengths)
+    assert run_windows(spark, cfg)["windows"] == sum(n + 1 for n in lengths)  # session markers: L + 1 each
 
 
 def test_rerun_is_a_new_version_with_the_same_contents(spark, cfg):
@@ -127,9 +127,11 @@ def test_rerun_is_a_new_version_with_the_same_contents(spark, cfg):
     run_ingest(spark, cfg, ingested_at=dt.datetime(2026, 1, 2))
     path = cfg.table_path("traces")
     assert table_version(spark, path) == 1
-    v0, v1 = read_table(spark, path, version=0), read_table(spark, path, version=1)
+    v0, v1 = (read_table(spark, path, version=v).drop("ingested_at") for v in (0, 1))
     assert v1.count() == 3000
     assert v0.exceptAll(v1).count() == 0 and v1.exceptAll(v0).count() == 0
+    stamps = {r[0] for r in read_table(spark, path).select("ingested_at").distinct().collect()}
+    assert stamps == {dt.datetime(2026, 1, 2)}  # every row says when its batch was ingested
 
 
 def test_templates_crlf_and_bad_rows(spark, tmp_path):

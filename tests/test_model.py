@@ -13,22 +13,32 @@ from deeplog_spark.nn.model import (
     load_checkpoint,
     save_checkpoint,
 )
-from deeplog_spark.nn.sources import ArraySource, CountSampledSource
-from deeplog_spark.nn.trainer import FitOptions, evaluate, fit, prediction_errors, seed_everything, state_digest
+from deeplog_spark.nn.sources import ArraySource, CountSampledSource, key_columns
+from deeplog_spark.nn.trainer import TrainJob, evaluate, fit, residual_stats, seed_everything, state_digest
+
+
+def FitOptions(**kw):  # noqa: N802 - the fields these tests set; a TrainJob with an empty model config
+    return TrainJob(model_config={}, **kw)
+
+
+def _src(x, y, w=None, **kw):
+    return ArraySource(key_columns(x, y, w), **kw)
 
 
 def test_key_model_shapes_and_padding_row():
     m = KeyLSTM(KeyModelConfig(vocab_size=29, h=10))
     out = m(torch.randint(0, 30, (5, 10)))
     assert out.shape == (5, 30)
+    assert KeyLSTM(KeyModelConfig(vocab_size=29, markers=True))(torch.randint(0, 32, (2, 10))).shape == (2, 32)
     assert m.embedding.weight.shape == (30, 64) and torch.all(m.embedding.weight[0] == 0)
     assert m.lstm.num_layers == 2 and m.lstm.hidden_size == 64 and m.lstm.dropout == 0.2
 
 
 def test_value_model_shapes():
-    m = ValueLSTM(ValueModelConfig(h=10))
-    assert m(torch.randn(7, 10)).shape == (7,)
-    assert m.lstm.num_layers == 1 and m.lstm.input_size == 1
+    m = ValueLSTM(ValueModelConfig(vocab_size=29, event_dim=16))
+    mean, logvar = m(torch.randint(0, 30, (7, 12)), torch.randn(7, 12))
+    assert mean.shape == logvar.shape == (7, 11)  # a prediction for every step after the first
+    assert m.lstm.num_layers == 1 and m.lstm.input_size == 17 and m.head.in_features == 64 + 16
 
 
 def _toy_key_data(n=600, h=4, vocab=6, seed=0):
@@ -42,7 +52,7 @@ def _toy_key_data(n=600, h=4, vocab=6, seed=0):
 def test_fit_lowers_the_loss_and_early_stops():
     seed_everything(1)
     x, y = _toy_key_data()
-    src = ArraySource(x, y, batch_size=32)
+    src = _src(x, y, batch_size=32)
     model = KeyLSTM(KeyModelConfig(vocab_size=6, h=4, embed_dim=8, hidden=16))
     before = evaluate(model, "key", src.full(), torch.device("cpu"))["loss"]
     res = fit(model, FitOptions(task="key", epochs=40, lr=1e-2, patience=2, top_g=1), src, src, torch.device("cpu"))
@@ -58,7 +68,7 @@ def test_min_delta_stops_on_a_plateau_of_small_gains():
     for min_delta in (0.0, 0.5):
         seed_everything(1)
         model = KeyLSTM(KeyModelConfig(vocab_size=6, h=4, embed_dim=8, hidden=16))
-        src = ArraySource(x, y, batch_size=32)
+        src = _src(x, y, batch_size=32)
         runs[min_delta] = fit(model, FitOptions(task="key", epochs=12, lr=1e-2, patience=2, min_delta=min_delta),
                               src, src, torch.device("cpu"))
     plain, strict = runs[0.0], runs[0.5]
@@ -73,8 +83,8 @@ def test_lr_decay_halves_the_rate_after_each_epoch_without_improvement():
     x, y = _toy_key_data()
     seed_everything(1)
     model = KeyLSTM(KeyModelConfig(vocab_size=6, h=4, embed_dim=8, hidden=16))
-    src = ArraySource(x, y, batch_size=32)
-    out = fit(model, FitOptions(task="key", epochs=12, lr=1e-2, patience=3, min_delta=0.3, lr_decay=0.5),
+    src = _src(x, y, batch_size=32)
+    out = fit(model, FitOptions(task="key", epochs=12, lr=1e-2, patience=3, min_delta=0.3, lr_decay=0.5, schedule="plateau"),
               src, src, torch.device("cpu"))
     best, lr = float("inf"), 1e-2
     for h in out["history"]:  # the rate in effect for the next epoch
@@ -89,9 +99,9 @@ def test_lr_decay_halves_the_rate_after_each_epoch_without_improvement():
 def test_early_stopping_on_validation_restores_the_best_epoch():
     seed_everything(2)
     x, y = _toy_key_data()
-    train = ArraySource(x, y, batch_size=32)
+    train = _src(x, y, batch_size=32)
     rng = np.random.default_rng(5)
-    val = ArraySource(x[:200], rng.integers(1, 7, 200))  # unlearnable targets: val loss must turn up
+    val = _src(x[:200], rng.integers(1, 7, 200))  # unlearnable targets: val loss must turn up
     model = KeyLSTM(KeyModelConfig(vocab_size=6, h=4, embed_dim=8, hidden=16))
     res = fit(model, FitOptions(task="key", epochs=60, lr=1e-2, patience=3), train, val, torch.device("cpu"))
     losses = [h["val_loss"] for h in res["history"]]
@@ -104,8 +114,8 @@ def test_weighted_distinct_rows_give_the_same_metrics_as_all_rows():
     x, y = _toy_key_data(n=500)
     rows, counts = np.unique(np.column_stack([x, y]), axis=0, return_counts=True)
     model = KeyLSTM(KeyModelConfig(vocab_size=6, h=4, embed_dim=8, hidden=16))
-    full = evaluate(model, "key", ArraySource(x, y).full(), torch.device("cpu"), top_g=2)
-    dist = evaluate(model, "key", ArraySource(rows[:, :4], rows[:, 4], counts).full(), torch.device("cpu"), top_g=2)
+    full = evaluate(model, "key", _src(x, y).full(), torch.device("cpu"), top_g=2)
+    dist = evaluate(model, "key", _src(rows[:, :4], rows[:, 4], counts).full(), torch.device("cpu"), top_g=2)
     assert len(rows) < len(x) / 10
     assert dist["windows"] == full["windows"] == 500
     for k in ("loss", "accuracy", "top_g_recall"):
@@ -115,41 +125,110 @@ def test_weighted_distinct_rows_give_the_same_metrics_as_all_rows():
 def test_count_sampling_draws_rows_in_proportion_to_their_counts():
     x = np.arange(12).reshape(4, 3)
     y, w = np.array([0, 1, 2, 3]), np.array([1.0, 2.0, 3.0, 94.0], dtype=np.float32)
-    src = CountSampledSource(x, y, w, epoch_rows=0, batch_size=50, seed=7)
-    assert src.epoch_rows == 100 and src.steps_per_epoch == 2  # 0 = as many draws as windows
-    drawn = torch.cat([b["target"] for e in range(200) for b in src.epoch(e)])
-    assert len(drawn) == 200 * 2 * 50
-    share = np.bincount(drawn.numpy(), minlength=4) / len(drawn)
-    assert share == pytest.approx(w / w.sum(), abs=0.01)
+    src = CountSampledSource(key_columns(x, y, w), steps_per_epoch=0, batch_size=50, seed=7)
+    assert src.steps_per_epoch == 2  # 0 = as many draws as windows (100)
+    batches = [b for e in range(200) for b in src.epoch(e)]
+    assert len(batches) == 200 * 2
+    drawn = np.zeros(4)
+    for b in batches:  # a row drawn k times in a step is evaluated once with weight k
+        assert len(set(b["target"].tolist())) == len(b["target"]) and b["weight"].sum() == 50
+        np.add.at(drawn, b["target"].numpy(), b["weight"].numpy())
+    assert drawn / drawn.sum() == pytest.approx(w / w.sum(), abs=0.01)
     batch = next(iter(src.epoch(0)))
-    assert torch.all(batch["weight"] == 1.0)  # the counts are in the draw, not in the loss
     assert torch.equal(batch["window"], torch.as_tensor(x)[batch["target"]])  # rows stay whole
     # repeatable per (seed, rank, epoch); ranks draw differently but take the same number of steps
-    again = CountSampledSource(x, y, w, 0, 50, seed=7)
+    again = CountSampledSource(key_columns(x, y, w), 0, 50, seed=7)
     assert torch.equal(next(iter(again.epoch(3)))["target"], next(iter(src.epoch(3)))["target"])
-    r0, r1 = (CountSampledSource(x, y, w, 60, 10, seed=7, rank=r, world=2) for r in (0, 1))
+    r0, r1 = (CountSampledSource(key_columns(x, y, w), 3, 10, seed=7, rank=r, world=2) for r in (0, 1))
     assert r0.steps_per_epoch == r1.steps_per_epoch == 3
-    assert not torch.equal(next(iter(r0.epoch(0)))["target"], next(iter(r1.epoch(0)))["target"])
-    assert CountSampledSource(x, y, w, 10**6, 50).epoch_rows == 100  # never more draws than windows
+    assert not torch.equal(next(iter(r0.epoch(0)))["weight"], next(iter(r1.epoch(0)))["weight"]) or \
+        not torch.equal(next(iter(r0.epoch(0)))["target"], next(iter(r1.epoch(0)))["target"])
     with pytest.raises(ValueError, match="positive count"):
-        CountSampledSource(x, y, np.zeros(4, dtype=np.float32), 0, 50)
+        CountSampledSource(key_columns(x, y, np.zeros(4, dtype=np.float32)), 0, 50)
+    # rows collected from a reader in any order give the same draws
+    shuffled = [{"window": torch.as_tensor(x[[3, 1, 0, 2]]), "target": torch.as_tensor(y[[3, 1, 0, 2]]),
+                 "weight": torch.as_tensor(w[[3, 1, 0, 2]])}]
+    ordered = [{"window": torch.as_tensor(x), "target": torch.as_tensor(y), "weight": torch.as_tensor(w)}]
+    a = CountSampledSource.from_batches(shuffled, 2, batch_size=20, seed=1)
+    b = CountSampledSource.from_batches(ordered, 2, batch_size=20, seed=1)
+    assert all(torch.equal(p["target"], q["target"]) for p, q in zip(a.epoch(0), b.epoch(0)))
 
 
-def test_prediction_errors_are_weighted_mean_and_std():
+def _toy_value_data(n=400, seed=0, stretch_at=None):
+    """Sessions of events 1 (about 1 s after the one before) and 2 (about 10 min after)."""
+    from deeplog_spark.nn.scoring import chunk_starts, log_intervals
+
+    rng = np.random.default_rng(seed)
+    events, intervals = [], []
+    for _ in range(n):
+        ev = rng.integers(1, 3, int(rng.integers(5, 40)))
+        iv = np.where(ev == 1, rng.lognormal(0, 0.3, len(ev)), rng.lognormal(np.log(600), 0.3, len(ev)))
+        iv[0] = 0.0
+        events.append(ev)
+        intervals.append(iv)
+    cols = {"events": [], "values": [], "first": [], "length": []}
+    for ev, iv in zip(events, intervals):
+        z = log_intervals(iv, 3.0, 3.0)
+        for start, first in chunk_starts(len(ev), 16, 4):
+            pe, pz = ev[start:start + 16], z[start:start + 16]
+            cols["events"].append(np.pad(pe, (0, 16 - len(pe))))
+            cols["values"].append(np.pad(pz, (0, 16 - len(pz))))
+            cols["first"].append(first)
+            cols["length"].append(len(pe))
+    return events, intervals, {k: np.array(v) for k, v in cols.items()}
+
+
+def test_value_model_learns_each_events_own_interval_law():
+    from deeplog_spark.nn.scoring import ValueScorer
+
+    seed_everything(4)
+    _, _, cols = _toy_value_data()
+    model = ValueLSTM(ValueModelConfig(vocab_size=2, event_dim=4, hidden=16, chunk=16, context=4))
+    src = ArraySource(cols, batch_size=64)
+    res = fit(model, FitOptions(task="value", epochs=30, lr=0.02, schedule="onecycle", patience=30), src, src,
+              torch.device("cpu"))
+    assert res["history"][-1]["val_loss"] < res["history"][0]["val_loss"]
+    scorer = ValueScorer(model.eval(), [1, 2], 3.0, 3.0)
+    events, intervals, _ = _toy_value_data(n=50, seed=1)
+    normal = scorer.score(events, intervals)
+    worst_normal = max(np.nanmax(r["residuals"]) for r in normal)
+    stretched = [iv.copy() for iv in intervals]
+    for ev, iv in zip(events, stretched):  # a write step (event 1) stalls for 10 minutes
+        i = int(np.where(ev[1:] == 1)[0][0]) + 1
+        iv[i] = 600.0
+    hit = scorer.score(events, stretched)
+    assert all(np.nanmax(r["residuals"]) > worst_normal for r in hit)
+    assert normal[0]["residuals"][0] != normal[0]["residuals"][0]  # step 0 has no prediction (NaN)
+    # a 10-min gap before event 2 is its normal law: no alarm there
+    assert np.nanmedian([np.nanmedian(r["expected"][np.asarray(e) == 2]) for r, e in zip(normal, events)]) > 100
+
+
+def test_value_chunks_cover_every_step_once():
+    from deeplog_spark.nn.scoring import chunk_starts
+
+    for n in (1, 2, 16, 17, 40, 100):
+        covered = []
+        for start, first in chunk_starts(n, 16, 4):
+            covered += list(range(start + first, min(start + 16, n)))
+        assert covered == list(range(1, n)), n
+
+
+def test_residual_stats_are_the_mean_and_std_of_standardized_residuals():
     class Const(torch.nn.Module):
-        def forward(self, x):
-            return torch.zeros(len(x))
+        def forward(self, events, values):
+            b, t = events.shape
+            return torch.zeros(b, t - 1), torch.zeros(b, t - 1)  # mean 0, sd 1
 
-    y = np.array([1.0, -3.0], dtype=np.float32)
-    src = ArraySource(np.zeros((2, 3), np.float32), y, np.array([3.0, 1.0], np.float32))
-    mu, sigma, n = prediction_errors(Const(), src.full(), torch.device("cpu"))
-    errs = np.array([1, 1, 1, 3.0])
-    assert (mu, n) == (pytest.approx(errs.mean()), 4) and sigma == pytest.approx(errs.std())
+    cols = {"events": np.ones((2, 4), np.int64), "values": np.array([[0, 1, -3, 0], [0, 2, 0, 0]], np.float32),
+            "first": np.array([1, 1]), "length": np.array([3, 2])}
+    mu, sigma, n = residual_stats(Const(), ArraySource(cols).full(), torch.device("cpu"))
+    errs = np.array([1.0, 3.0, 2.0])  # steps 1..2 of the first chunk, step 1 of the second
+    assert (mu, n) == (pytest.approx(errs.mean()), 3) and sigma == pytest.approx(errs.std())
 
 
 def test_resume_continues_from_the_last_epoch(tmp_path):
     x, y = _toy_key_data()
-    src = ArraySource(x, y, batch_size=64)
+    src = _src(x, y, batch_size=64)
     resume = str(tmp_path / "resume.pt")
     seed_everything(3)
     m1 = KeyLSTM(KeyModelConfig(vocab_size=6, h=4, embed_dim=8, hidden=16))
@@ -165,18 +244,35 @@ def test_resume_continues_from_the_last_epoch(tmp_path):
 
 
 def test_checkpoint_round_trip(tmp_path):
-    model = KeyLSTM(KeyModelConfig(vocab_size=29))
+    model = KeyLSTM(KeyModelConfig(vocab_size=29, markers=True))
     path = save_checkpoint(tmp_path / "key_model.pt", "key", model, {"train_vocab": [5, 22], "run_id": "abc"})
-    loaded, payload = load_checkpoint(path, expect_task="key")
+    loaded, payload = load_checkpoint(path, expect_task="key", expect_run="abc")
     assert state_digest(loaded.state_dict()) == state_digest(model.state_dict())
     assert payload["extra"] == {"train_vocab": [5, 22], "run_id": "abc"}
-    assert not loaded.training
+    assert not loaded.training and loaded.cfg.classes == 32 and loaded.cfg.end_id == 31
     with pytest.raises(CheckpointError, match="expected 'value'"):
         load_checkpoint(path, expect_task="value")
+    # a checkpoint (and its sidecar) copied into another run's folder is not that run's model
+    with pytest.raises(CheckpointError, match="belongs to run 'abc', not to run 'xyz'"):
+        load_checkpoint(path, expect_task="key", expect_run="xyz")
+
+
+def test_older_checkpoints_load_as_before_or_are_refused_with_a_clear_error(tmp_path):
+    old_key = KeyLSTM(KeyModelConfig(vocab_size=29))
+    payload = {"format": "deeplog-spark/checkpoint/1", "task": "key", "extra": {"run_id": "r"},
+               "model_config": {"vocab_size": 29, "h": 10, "embed_dim": 64, "hidden": 64, "layers": 2, "dropout": 0.2},
+               "state_dict": old_key.state_dict()}
+    torch.save(payload, tmp_path / "key.pt")
+    loaded, _ = load_checkpoint(tmp_path / "key.pt")
+    assert not loaded.cfg.markers and loaded.cfg.classes == 30  # a model without session markers
+    torch.save({**payload, "task": "value", "model_config": {"h": 10, "hidden": 64, "layers": 1, "dropout": 0.0}},
+               tmp_path / "value.pt")
+    with pytest.raises(CheckpointError, match="no longer supported; train the value model again"):
+        load_checkpoint(tmp_path / "value.pt")
 
 
 def test_tampered_corrupted_and_foreign_files_are_refused(tmp_path):
-    path = save_checkpoint(tmp_path / "m.pt", "value", ValueLSTM(ValueModelConfig()))
+    path = save_checkpoint(tmp_path / "m.pt", "value", ValueLSTM(ValueModelConfig(vocab_size=29)))
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF
     path.write_bytes(bytes(data))
@@ -188,7 +284,7 @@ def test_tampered_corrupted_and_foreign_files_are_refused(tmp_path):
     import pickle
 
     evil = tmp_path / "evil.pt"
-    evil.write_bytes(pickle.dumps({"format": "deeplog-spark/checkpoint/1", "call": os.system}))
+    evil.write_bytes(pickle.dumps({"format": "deeplog-spark/checkpoint/2", "call": os.system}))
     with pytest.raises(CheckpointError, match="not a loadable"):
         load_checkpoint(evil)
 

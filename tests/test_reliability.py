@@ -91,9 +91,9 @@ def test_ingest_killed_mid_write_keeps_the_previous_version_and_reruns(spark, cf
 
 
 def test_training_killed_after_an_epoch_resumes_from_its_checkpoint(spark, cfg, full_run, tmp_path):
-    copy_tables(full_run[0], cfg, schemas.TEMPLATES, schemas.WINDOWS)
-    # small epochs (distinct windows, 3,000 draws each) keep the test short
-    small = {"epochs": 3, "patience": 3, "distinct_windows": True, "max_train_rows": 3000}
+    copy_tables(full_run[0], cfg, schemas.TEMPLATES, schemas.TRACES)
+    # small epochs (40 steps each) keep the test short
+    small = {"epochs": 3, "patience": 3, "steps_per_epoch": 40}
     cfg = cfg.replace(**small)
     args = ["--task", "key", "--tables_root", cfg.tables_root, "--artifacts_root", cfg.artifacts_root,
             "--shuffle_partitions", "2", *[x for k, v in small.items() for x in (f"--{k}", str(v).lower())]]

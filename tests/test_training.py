@@ -1,4 +1,4 @@
-"""Train stage on Spark: Petastorm + TorchDistributor, artifacts, value threshold, Spark-free path."""
+"""Train stage on Spark (Petastorm + TorchDistributor), its rows, and the Spark-free trainer."""
 
 import json
 import os
@@ -7,46 +7,51 @@ import sys
 
 import numpy as np
 import pytest
+from pyspark.sql import functions as F
 
 from deeplog_spark import schemas, tasks
 from deeplog_spark.errors import InputError
 from deeplog_spark.nn.model import load_checkpoint
-from deeplog_spark.pipeline import run_ingest, run_windows
+from deeplog_spark.pipeline import run_ingest
 from deeplog_spark.tables import read_table, write_table
-from deeplog_spark.train_data import key_dataset, normal_windows
+from deeplog_spark.train_data import interval_stats, key_dataset, normal_sessions, value_chunks
 from deeplog_spark.training import run_id_for, run_train
 
 from conftest import REPO
 
+QUICK = {"epochs": 1, "steps_per_epoch": 20}
+
 
 @pytest.fixture(scope="module")
 def sample_tables(spark, tmp_path_factory):
-    """The embedded sample ingested and windowed once for this module."""
+    """The embedded sample ingested once for this module (tests copy or only read it)."""
     from deeplog_spark.config import Config
 
     root = tmp_path_factory.mktemp("train")
     cfg = Config.load(overrides={"tables_root": str(root / "warehouse"), "artifacts_root": str(root / "artifacts"),
                                  "shuffle_partitions": 2})
     run_ingest(spark, cfg)
-    run_windows(spark, cfg)
     return cfg
 
 
-def test_two_ranks_in_local_mode_end_with_identical_weights(spark, sample_tables):
-    cfg = sample_tables.replace(num_processes=2, epochs=1, artifacts_root=sample_tables.artifacts_root + "_ddp")
+def test_two_ranks_in_local_mode_end_with_identical_weights(spark, sample_tables, tmp_path):
+    cfg = sample_tables.replace(num_processes=2, artifacts_root=str(tmp_path / "art"), **QUICK)
     summary = run_train(spark, cfg, "key")
     history = json.load(open(os.path.join(summary["run_dir"], "key_history.json")))
     assert history["world_size"] == 2
     assert len(history["rank_digests"]) == 2 and len(set(history["rank_digests"])) == 1
+    # every training task ends with the count and PCA models and the calibration on val
+    for name in ("count_model.json", "pca_model.json", "calibration.json"):
+        assert os.path.isfile(os.path.join(summary["run_dir"], name)), name
+    assert summary["calibration"]["fused"]["members"]
 
 
-def test_run_id_is_keyed_by_config_and_windows_version(sample_tables):
-    """Same config and data -> same run id; another setting or a new windows version -> another.
-    (Training itself, and every artifact it writes, is checked on the session's full run: test_tasks.)"""
-    cfg, path = sample_tables.replace(epochs=3), sample_tables.table_path(schemas.WINDOWS)
+def test_run_id_is_keyed_by_config_and_traces_version(sample_tables):
+    """Same config and data -> same run id; another setting or a new traces version -> another."""
+    cfg, path = sample_tables.replace(epochs=3), sample_tables.table_path(schemas.TRACES)
     assert run_id_for(cfg, path, 0) == run_id_for(cfg.replace(shuffle_partitions=7), path, 0)
-    assert run_id_for(cfg.replace(epochs=1), path, 0) != run_id_for(cfg, path, 0)
-    assert run_id_for(cfg.replace(lr_decay=0.5), path, 0) != run_id_for(cfg, path, 0)
+    for change in ({"epochs": 1}, {"lr_schedule": "plateau"}, {"session_markers": False}, {"value_chunk": 64}):
+        assert run_id_for(cfg.replace(**change), path, 0) != run_id_for(cfg, path, 0), change
     assert run_id_for(cfg, path, 1) != run_id_for(cfg, path, 0)
 
 
@@ -57,79 +62,89 @@ def test_value_task_without_intervals_is_a_clear_error(spark, sample_tables):
         run_train(spark, sample_tables, "keys")
 
 
-def test_value_threshold_is_fitted_on_train_normal_windows_only(spark, cfg):
-    """Hand-made sessions with intervals: only train-split normal ones are small and regular."""
-    rng = np.random.default_rng(0)
+def _interval_traces(spark, cfg, rng):
+    """Hand-made sessions: train-normal ones regular; train anomalies and test sessions stretched."""
     rows = []
-    for i in range(40):
+    for i in range(60):
         for split, label, scale in (("train", 0, 1.0), ("train", 1, 1000.0), ("val", 0, 1.0), ("test", 0, 500.0)):
             n = 14
-            iv = [0.0] + list(np.round(scale * (1.0 + 0.1 * rng.standard_normal(n - 1)), 3))
-            rows.append((f"blk_{split}_{label}_{i}", [5] * n, [float(abs(v)) for v in iv], label, split, n,
-                         None, None, None, None))
-    traces = spark.createDataFrame(rows, schemas.TRACES_SCHEMA)
-    write_table(traces, cfg.table_path(schemas.TRACES))
-    write_table(spark.createDataFrame([(5, "E5", "t")], schemas.TEMPLATES_SCHEMA), cfg.table_path(schemas.TEMPLATES))
-    run_windows(spark, cfg)
+            iv = [0.0] + [float(abs(v)) for v in np.round(scale * (1.0 + 0.1 * rng.standard_normal(n - 1)), 3)]
+            rows.append((f"blk_{split}_{label}_{i}", [5, 22] * (n // 2), iv, label, split, n, None, None, None, None, None))
+    write_table(spark.createDataFrame(rows, schemas.TRACES_SCHEMA), cfg.table_path(schemas.TRACES))
+    write_table(spark.createDataFrame([(5, "E5", "t5"), (22, "E22", "t22")], schemas.TEMPLATES_SCHEMA),
+                cfg.table_path(schemas.TEMPLATES))
+    return rows
+
+
+def test_value_model_is_fitted_on_train_normal_sessions_only(spark, cfg):
+    rows = _interval_traces(spark, cfg, np.random.default_rng(0))
     summary = tasks.run(spark, cfg.replace(epochs=3), {"task": "value"})  # the task CLI's value task
     run_dir = summary["run_dir"]
     norm = json.load(open(os.path.join(run_dir, "value_norm.json")))
     thr = json.load(open(os.path.join(run_dir, "value_threshold.json")))
-
-    train_normal = [r for r in rows if r[4] == "train" and r[3] == 0]
-    targets = np.array([iv[j] for r in train_normal for iv in [r[2]] for j in range(cfg.h, len(iv))])
-    assert norm["mean"] == pytest.approx(targets.mean(), rel=1e-4)
-    assert norm["std"] == pytest.approx(targets.std(), rel=1e-3)
-    assert thr["windows"] == len(targets) == norm["windows"]
+    steps = np.log1p([x for r in rows if r[4] == "train" and r[3] == 0 for x in r[2][1:]])
+    assert norm["mean"] == pytest.approx(steps.mean(), rel=1e-6) and norm["std"] == pytest.approx(steps.std(), rel=1e-6)
+    assert norm["steps"] == len(steps) == thr["steps"]
     assert thr["threshold"] == pytest.approx(thr["mu"] + 3.0 * thr["sigma"])
-    assert thr["mu"] < 5  # errors of regular intervals in z units; leaked anomalies (x1000) would blow this up
-    load_checkpoint(os.path.join(run_dir, "value_model.pt"), expect_task="value")
+    assert thr["mu"] < 3  # residuals of regular intervals; leaked anomalies (x1000) would blow this up
+    _, payload = load_checkpoint(os.path.join(run_dir, "value_model.pt"), expect_task="value")
+    assert payload["model_config"]["vocab_size"] == 22 and payload["extra"]["train_vocab"] == [5, 22]
 
 
-def test_row_cap_is_a_uniform_hashed_sample_independent_of_partitioning(spark, sample_tables):
-    windows = normal_windows(read_table(spark, sample_tables.table_path("windows")), "train").cache()
-    n = windows.count()
+def test_row_caps_are_uniform_hashed_samples_independent_of_partitioning(spark, sample_tables):
+    train = normal_sessions(read_table(spark, sample_tables.table_path(schemas.TRACES)), "train").cache()
     rows = lambda df: sorted((tuple(r.window), r.target, r.weight) for r in df.collect())  # noqa: E731
-    assert len(rows(key_dataset(windows, False, cap=n))) == n  # a cap at or above the size keeps all
-    capped = rows(key_dataset(windows, False, cap=n // 4, seed=7))
-    assert capped == rows(key_dataset(windows.repartition(5), False, cap=n // 4, seed=7))  # any partitioning
-    assert abs(len(capped) - n // 4) < 0.15 * n / 4 + 10  # about the cap
-    assert rows(key_dataset(windows, False, cap=n // 4, seed=8)) != capped  # the seed matters
-    distinct = rows(key_dataset(windows, True))
-    sample = rows(key_dataset(windows, True, cap=len(distinct) // 2, seed=7))
-    # distinct rows keep their full weights (unbiased weighted loss) and are a subset of all rows
-    assert 0 < len(sample) < len(distinct) and set(sample) <= set(distinct)
-    windows.unpersist()
+    full = rows(key_dataset(train, 10, (30, 31)))
+    n = len(full)
+    assert rows(key_dataset(train, 10, (30, 31), cap=n)) == full  # a cap at or above the size keeps all
+    capped = rows(key_dataset(train, 10, (30, 31), cap=n // 4, seed=7))
+    assert capped == rows(key_dataset(train.repartition(5), 10, (30, 31), cap=n // 4, seed=7))  # any partitioning
+    assert abs(len(capped) - n // 4) < 0.2 * n / 4 + 10 and set(capped) <= set(full)  # weights kept
+    assert rows(key_dataset(train, 10, (30, 31), cap=n // 4, seed=8)) != capped  # the seed matters
+    # the weights are the windows' counts: they add up to sessions + events (markers: L + 1 windows each)
+    totals = train.agg(F.count(F.lit(1)).alias("s"), F.sum("event_count").alias("e")).first()
+    assert sum(w for *_, w in full) == totals["s"] + totals["e"]
+    train.unpersist()
 
 
-def test_spark_free_trainer_prepares_the_same_rows_and_trains(spark, sample_tables, tmp_path):
-    from deeplog_spark.nn.local import prepare, read_delta
+def test_spark_free_trainer_prepares_the_same_rows_and_trains(spark, cfg, tmp_path):
+    from deeplog_spark.nn.local import key_rows, read_delta, value_rows
 
-    windows = read_delta(sample_tables.table_path("windows"),
-                         ["split", "label", "window", "next_event", "window_intervals", "next_interval"])
-    x, y, w = prepare(windows, "train", "key", 10, distinct=True)
-    local = {(tuple(a), int(b)): float(c) for a, b, c in zip(x.tolist(), y.tolist(), w.tolist())}
-    spark_rows = key_dataset(normal_windows(read_table(spark, sample_tables.table_path("windows")), "train"), True)
-    via_spark = {(tuple(r.window), r.target): r.weight for r in spark_rows.collect()}
-    assert local == via_spark
+    rows = _interval_traces(spark, cfg, np.random.default_rng(1))
+    traces, version = read_delta(cfg.table_path(schemas.TRACES), ["block_id", "split", "label", "events", "intervals"])
+    assert version == 0 and traces.num_rows == len(rows)
+    spark_traces = read_table(spark, cfg.table_path(schemas.TRACES))
+    for markers in ((23, 24), None):
+        x, y, w = key_rows(traces, "train", cfg.h, markers)
+        local = {(tuple(a), int(b)): float(c) for a, b, c in zip(x.tolist(), y.tolist(), w.tolist())}
+        via_spark = {(tuple(r.window), r.target): r.weight
+                     for r in key_dataset(normal_sessions(spark_traces, "train"), cfg.h, markers).collect()}
+        assert local == via_spark
+    stats = interval_stats(normal_sessions(spark_traces, "train"))
+    local = value_rows(traces, "train", 22, 8, 3, (stats.mean, stats.std))
+    via_spark = value_chunks(normal_sessions(spark_traces, "train"), stats, 22, 8, 3).collect()
+    key = lambda e, v, f, n: (tuple(e), int(f), int(n), tuple(float(x) for x in v))  # noqa: E731
+    a = sorted(key(*r) for r in zip(local["events"], local["values"], local["first"], local["length"]))
+    b = sorted(key(r.events, r.values, r.first, r.length) for r in via_spark)
+    assert [x[:3] for x in a] == [x[:3] for x in b]
+    assert np.allclose([x[3] for x in a], [x[3] for x in b], atol=1e-5)
 
     code = ("import sys, runpy; sys.modules['pyspark'] = None; "  # any pyspark import would fail
-            "sys.argv = ['train_local'] + sys.argv[1:]; runpy.run_module('deeplog_spark.nn.local', run_name='__main__')")
-    res = subprocess.run([sys.executable, "-c", code, "--tables_root", sample_tables.tables_root, "--out",
-                          str(tmp_path / "gpu_run"), "--task", "key", "--epochs", "1"],
+            "sys.argv = ['local'] + sys.argv[1:]; runpy.run_module('deeplog_spark.nn.local', run_name='__main__')")
+    res = subprocess.run([sys.executable, "-c", code, "--tables_root", cfg.tables_root, "--artifacts_root",
+                          cfg.artifacts_root, "--task", "key", "--epochs", "1", "--steps_per_epoch", "10"],
                          cwd=REPO, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
-    model, payload = load_checkpoint(tmp_path / "gpu_run" / "key_model.pt", expect_task="key")
-    assert payload["extra"]["trained_by"] == "train_local"
+    out = json.loads(res.stdout[res.stdout.index("{"):])
+    # the same run id as the Spark job for this config and table version, so detect finds it
+    assert out["run_id"] == run_id_for(cfg.replace(epochs=1, steps_per_epoch=10), cfg.table_path(schemas.TRACES), 0)
+    _, payload = load_checkpoint(os.path.join(out["out"], "key_model.pt"), expect_task="key", expect_run=out["run_id"])
+    assert payload["extra"]["trained_by"] == "nn.local" and payload["model_config"]["markers"]
 
 
 def test_key_model_reaches_top9_recall_099_on_sample15k(spark, cfg, shared_hdfs):
-    """The issue's quality bar. Distinct windows drawn by count, 12k draws an epoch, keep CI fast
-    (8 epochs of 12k windows instead of 20 of 111k); bench/train_distinct.py compares the modes."""
     cfg = cfg.replace(event_traces=str(shared_hdfs / "sample15k" / "Event_traces.csv.gz"),
-                      anomaly_labels=str(shared_hdfs / "sample15k" / "anomaly_label.csv.gz"),
-                      distinct_windows=True, max_train_rows=12000, epochs=8)
+                      anomaly_labels=str(shared_hdfs / "sample15k" / "anomaly_label.csv.gz"), epochs=4)
     run_ingest(spark, cfg)
-    run_windows(spark, cfg)
     key = run_train(spark, cfg, "key")["tasks"]["key"]
     assert key["val_top_g_recall"] >= 0.99, key

@@ -1,4 +1,4 @@
-"""Sliding windows: the spec's example, short-session padding, counts, intervals, re-runs."""
+"""Sliding windows: session markers, the spec's example, short-session padding, counts, intervals, re-runs."""
 
 import gzip
 import csv
@@ -13,14 +13,40 @@ from conftest import SAMPLE
 TRACE_SCHEMA = "block_id string, split string, label int, events array<int>, intervals array<double>"
 
 
-def _windows(spark, sessions, h=10):
+def _windows(spark, sessions, h=10, markers=None):
     """sessions: block_id -> (events, intervals or None). Returns {block_id: [Row, ...]} by position."""
     traces = spark.createDataFrame(
         [(b, "train", 0, ev, iv) for b, (ev, iv) in sessions.items()], TRACE_SCHEMA)
     out = {}
-    for r in sliding_windows(traces, h).orderBy("block_id", "position").collect():
+    for r in sliding_windows(traces, h, markers).orderBy("block_id", "position").collect():
         out.setdefault(r.block_id, []).append(r)
     return out
+
+
+def test_markers_frame_the_session_and_every_event_and_the_end_is_predicted(spark):
+    w = _windows(spark, {"b": ([5, 22], [0.0, 2.0])}, h=3, markers=(30, 31))["b"]
+    assert [(r.position, r.window, r.next_event, r.window_intervals, r.next_interval) for r in w] == [
+        (0, [0, 0, 30], 5, [0.0, 0.0, 0.0], 0.0),
+        (1, [0, 30, 5], 22, [0.0, 0.0, 0.0], 2.0),
+        (2, [30, 5, 22], 31, [0.0, 0.0, 2.0], None),  # the end marker has no interval
+    ]
+    long = _windows(spark, {"b": (list(range(1, 13)), None)}, h=10, markers=(30, 31))["b"]
+    assert len(long) == 13 and long[0].window == [0] * 9 + [30] and long[-1].next_event == 31
+    assert long[-1].window == list(range(3, 13))
+
+
+def test_window_rows_keep_columns_and_give_the_predicted_events_index(spark):
+    from deeplog_spark.windows import event_index, window_rows
+    from pyspark.sql import functions as F
+    from pyspark.testing import assertDataFrameEqual
+
+    df = spark.createDataFrame([("a", [4, 5, 6])], "id string, events array<int>")
+    for markers, expected in (((8, 9), [(0, [0, 8], 4, 0), (1, [8, 4], 5, 1), (2, [4, 5], 6, 2), (3, [5, 6], 9, 3)]),
+                              (None, [(0, [4, 5], 6, 2)])):
+        got = window_rows(df, 2, markers, ["id"]).select(
+            "position", "window", "next_event", event_index(F.col("position"), F.lit(3), 2, markers is not None).alias("i"))
+        want = spark.createDataFrame(expected, "position int, window array<int>, next_event int, i int")
+        assertDataFrameEqual(got, want)
 
 
 def test_spec_example_gives_two_windows(spark):
@@ -63,7 +89,7 @@ def test_output_schema_is_the_declared_one(spark):
     assert [(f.name, f.dataType) for f in out.schema] == [(f.name, f.dataType) for f in WINDOWS_SCHEMA]
 
 
-@pytest.mark.parametrize("h", [0, -1, 2.5, True])
+@pytest.mark.parametrize("h", [0, -1, 2.5, True, 100_000])
 def test_bad_window_size_is_refused(spark, h):
     traces = spark.createDataFrame([("b", "val", None, [1, 2], None)], TRACE_SCHEMA)
     with pytest.raises(ValueError, match="window size h"):
@@ -75,11 +101,14 @@ def _lengths(path):
         return [len(r["Features"].strip("[]").split(",")) for r in csv.DictReader(fh)]
 
 
-def test_window_count_is_sum_of_max_l_minus_h_1_on_the_sample(spark, cfg):
+def test_window_count_is_sum_of_l_plus_1_with_markers_and_max_l_minus_h_1_without(spark, cfg):
     from deeplog_spark.pipeline import run_ingest, run_windows
 
     run_ingest(spark, cfg)
     got = run_windows(spark, cfg)
+    expected = sum(n + 1 for n in _lengths(SAMPLE / "Event_traces.csv.gz"))
+    assert got["windows"] == expected
+    got = run_windows(spark, cfg.replace(session_markers=False))
     expected = sum(max(n - cfg.h, 1) for n in _lengths(SAMPLE / "Event_traces.csv.gz"))
     assert got["windows"] == expected
     assert sum(got["splits"].values()) == expected

@@ -1,9 +1,18 @@
 """DeepLog models (torch only, no Spark): the Key LSTM and the Value LSTM, and their checkpoints.
 
-Key LSTM: Embedding(vocab_size+1, embed) -> LSTM(embed, hidden, layers, dropout) ->
-Linear(hidden, vocab_size+1); index 0 is the padding id. Value LSTM: LSTM(1, hidden, layers) ->
-Linear(hidden, 1) on z-scored intervals. Checkpoints hold only tensors and plain Python values,
-so they load with ``torch.load(..., weights_only=True)``; anything else is refused.
+Key LSTM: Embedding(classes, embed) -> LSTM(embed, hidden, layers, dropout) -> Linear(hidden,
+classes). Event ids are 1..vocab_size and 0 is the padding id. With ``markers`` every session is
+framed by a start id (vocab_size + 1) and an end id (vocab_size + 2), so the model also learns how
+sessions begin and end: a session that stops early is one whose end the model did not expect.
+
+Value LSTM: DeepLog keeps one parameter model per log key; here one network conditioned on the
+event ids plays that part. Each step sees the event's embedding and its z-scored log interval;
+the state after step t, with the embedding of the next event, predicts the mean and log-variance
+of the next z-scored log interval. Its error is the standardized residual |z - mean| / sd, so a
+minute-long gap before a read and a sub-second gap inside a write are judged each by their own law.
+
+Checkpoints hold only tensors and plain Python values, so they load with
+``torch.load(..., weights_only=True)``; anything else is refused.
 """
 
 from __future__ import annotations
@@ -21,63 +30,90 @@ from torch import nn
 
 from deeplog_spark.errors import CheckpointError
 
-CHECKPOINT_FORMAT = "deeplog-spark/checkpoint/1"
-TASKS = ("key", "value")
-
-
 __all__ = ["CheckpointError", "KeyLSTM", "KeyModelConfig", "ValueLSTM", "ValueModelConfig", "build_model",
            "load_checkpoint", "load_checkpoint_bytes", "save_checkpoint"]
+
+#: Format 2 added session markers (key) and the event-conditioned value model. Format 1 key
+#: checkpoints still load (as models without markers); format 1 value models are refused.
+CHECKPOINT_FORMAT = "deeplog-spark/checkpoint/2"
+OLD_FORMATS = ("deeplog-spark/checkpoint/1",)
+TASKS = ("key", "value")
+#: Bounds of the value model's predicted log-variance (keeps the Gaussian NLL finite).
+LOGVAR_RANGE = (-8.0, 8.0)
 
 
 @dataclasses.dataclass(frozen=True)
 class KeyModelConfig:
-    vocab_size: int  # number of event ids (E1..En); logits have vocab_size + 1 entries (0 = padding)
+    vocab_size: int  # event ids are 1..vocab_size; 0 pads
     h: int = 10
     embed_dim: int = 64
     hidden: int = 64
     layers: int = 2
     dropout: float = 0.2
+    markers: bool = False  # sessions framed by start (vocab_size + 1) and end (vocab_size + 2) ids
+
+    @property
+    def classes(self) -> int:
+        """Outputs of the model: padding, the events and, with markers, start and end."""
+        return self.vocab_size + (3 if self.markers else 1)
+
+    @property
+    def start_id(self) -> int | None:
+        return self.vocab_size + 1 if self.markers else None
+
+    @property
+    def end_id(self) -> int | None:
+        return self.vocab_size + 2 if self.markers else None
 
 
 @dataclasses.dataclass(frozen=True)
 class ValueModelConfig:
-    h: int = 10
+    vocab_size: int  # event ids 1..vocab_size; 0 is padding (and any event the model never saw)
+    event_dim: int = 16
     hidden: int = 64
     layers: int = 1
     dropout: float = 0.0
+    chunk: int = 32  # steps per training row; longer sessions are cut into chunks (see scoring.chunk_starts)
+    context: int = 10  # steps each later chunk repeats from the one before, as context only
 
 
 class KeyLSTM(nn.Module):
-    """Next-event classifier: window of h event ids -> logits over vocab_size + 1 ids."""
+    """Next-event classifier: window of h ids -> logits over ``cfg.classes`` ids."""
 
     def __init__(self, cfg: KeyModelConfig):
         super().__init__()
         if cfg.vocab_size < 1:
             raise ValueError(f"vocab_size must be >= 1, got {cfg.vocab_size}")
         self.cfg = cfg
-        self.embedding = nn.Embedding(cfg.vocab_size + 1, cfg.embed_dim, padding_idx=0)
+        self.embedding = nn.Embedding(cfg.classes, cfg.embed_dim, padding_idx=0)
         self.lstm = nn.LSTM(cfg.embed_dim, cfg.hidden, num_layers=cfg.layers, batch_first=True,
                             dropout=cfg.dropout if cfg.layers > 1 else 0.0)
-        self.fc = nn.Linear(cfg.hidden, cfg.vocab_size + 1)
+        self.fc = nn.Linear(cfg.hidden, cfg.classes)
 
-    def forward(self, window: torch.Tensor) -> torch.Tensor:  # [B, h] int64 -> [B, V+1]
+    def forward(self, window: torch.Tensor) -> torch.Tensor:  # [B, h] int64 -> [B, classes]
         out, _ = self.lstm(self.embedding(window))
         return self.fc(out[:, -1, :])
 
 
 class ValueLSTM(nn.Module):
-    """Next-interval regressor: window of h z-scored intervals -> predicted next interval."""
+    """Next-interval model conditioned on the events: (events, z) [B, T] -> mean, log-variance [B, T-1]."""
 
     def __init__(self, cfg: ValueModelConfig):
         super().__init__()
+        if cfg.vocab_size < 1:
+            raise ValueError(f"vocab_size must be >= 1, got {cfg.vocab_size}")
         self.cfg = cfg
-        self.lstm = nn.LSTM(1, cfg.hidden, num_layers=cfg.layers, batch_first=True,
+        self.embedding = nn.Embedding(cfg.vocab_size + 1, cfg.event_dim, padding_idx=0)
+        self.lstm = nn.LSTM(cfg.event_dim + 1, cfg.hidden, num_layers=cfg.layers, batch_first=True,
                             dropout=cfg.dropout if cfg.layers > 1 else 0.0)
-        self.fc = nn.Linear(cfg.hidden, 1)
+        self.head = nn.Linear(cfg.hidden + cfg.event_dim, 2)
 
-    def forward(self, window: torch.Tensor) -> torch.Tensor:  # [B, h] float -> [B]
-        out, _ = self.lstm(window.unsqueeze(-1))
-        return self.fc(out[:, -1, :]).squeeze(-1)
+    def forward(self, events: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        emb = self.embedding(events)
+        out, _ = self.lstm(torch.cat([emb, values.unsqueeze(-1)], dim=-1))
+        # the state after step t, told which event comes next, predicts that event's interval
+        pred = self.head(torch.cat([out[:, :-1], emb[:, 1:]], dim=-1))
+        return pred[..., 0], pred[..., 1].clamp(*LOGVAR_RANGE)
 
 
 def build_model(task: str, model_config: dict[str, Any]) -> nn.Module:
@@ -117,10 +153,13 @@ def save_checkpoint(path: str | os.PathLike, task: str, model: nn.Module,
     return path
 
 
-def load_checkpoint(path: str | os.PathLike, expect_task: str | None = None) -> tuple[nn.Module, dict]:
+def load_checkpoint(path: str | os.PathLike, expect_task: str | None = None,
+                    expect_run: str | None = None) -> tuple[nn.Module, dict]:
     """Load a checkpoint saved by :func:`save_checkpoint`; returns (model in eval mode, payload).
 
-    Raises :class:`CheckpointError` for a missing, corrupted, tampered or foreign file.
+    ``expect_run``: the run the file must belong to (its own ``extra.run_id``), so a checkpoint
+    copied from another run is refused even with its sidecar. Raises :class:`CheckpointError`
+    for a missing, corrupted, tampered or foreign file.
     """
     path = Path(path)
     if not path.is_file():
@@ -128,12 +167,17 @@ def load_checkpoint(path: str | os.PathLike, expect_task: str | None = None) -> 
     sidecar = path.with_name(path.name + ".sha256")
     if sidecar.is_file() and sidecar.read_text().strip() != _sha256(path):
         raise CheckpointError(f"{path}: contents do not match {sidecar.name} (modified or corrupted)")
-    return _load(path, path, expect_task)
+    model, payload = _load(path, path, expect_task)
+    own = payload.get("extra", {}).get("run_id")
+    if expect_run is not None and own != expect_run:
+        raise CheckpointError(f"{path}: belongs to run {own!r}, not to run {expect_run!r} (copied from another "
+                              "run?); train this run again or use --model " + str(own))
+    return model, payload
 
 
 def load_checkpoint_bytes(data: bytes, expect_task: str | None = None, sha256: str | None = None,
                           name: str = "checkpoint") -> tuple[nn.Module, dict]:
-    """:func:`load_checkpoint` for file contents already in memory (e.g. broadcast to executors)."""
+    """:func:`load_checkpoint` for file contents already in memory (e.g. shipped to executors)."""
     if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
         raise CheckpointError(f"{name}: contents do not match the expected sha256")
     return _load(io.BytesIO(data), name, expect_task)
@@ -145,13 +189,17 @@ def _load(source, path, expect_task: str | None) -> tuple[nn.Module, dict]:
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError) as exc:
         raise CheckpointError(f"{path}: not a loadable deeplog-spark checkpoint "
                               f"(corrupted, or holds objects other than tensors): {exc}") from exc
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+    fmt = payload.get("format") if isinstance(payload, dict) else None
+    if fmt not in (CHECKPOINT_FORMAT, *OLD_FORMATS):
         raise CheckpointError(f"{path}: not a deeplog-spark checkpoint (format {CHECKPOINT_FORMAT} expected)")
     task = payload.get("task")
     if task not in TASKS or (expect_task and task != expect_task):
         raise CheckpointError(f"{path}: holds a {task!r} model, expected {expect_task or TASKS!r}")
+    if fmt in OLD_FORMATS and task == "value":
+        raise CheckpointError(f"{path}: a value model of {fmt} (intervals only, not conditioned on the events) "
+                              "is no longer supported; train the value model again (--task value)")
     try:
-        model = build_model(task, payload["model_config"])
+        model = build_model(task, payload["model_config"])  # format 1 key configs: no markers
         model.load_state_dict(payload["state_dict"])
     except (KeyError, TypeError, RuntimeError, ValueError) as exc:
         raise CheckpointError(f"{path}: model config or weights do not fit a {task} model: {exc}") from exc

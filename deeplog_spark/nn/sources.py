@@ -1,15 +1,15 @@
 """Batch sources for :func:`deeplog_spark.nn.trainer.fit` (no Spark import).
 
-``ArraySource`` serves NumPy arrays (the Spark-free path and tests); ``PetastormSource`` serves a
-Petastorm converter's Parquet cache through ``make_torch_dataloader``, sharded by rank;
-``CountSampledSource`` draws distinct (window, target) rows in proportion to their counts.
-All give every rank the same number of training steps per epoch, which DDP needs.
+``ArraySource`` serves in-memory columns (the Spark-free path, the value model's chunks and tests);
+``PetastormSource`` serves a Petastorm converter's Parquet cache through ``make_torch_dataloader``,
+sharded by rank; ``CountSampledSource`` draws distinct (window, target) rows in proportion to
+their counts. All give every rank the same number of training steps per epoch, which DDP needs.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -18,39 +18,50 @@ from deeplog_spark.nn.trainer import Batch
 
 
 class ArraySource:
-    """Shuffled mini-batches of in-memory arrays, sharded across ``world`` ranks."""
+    """Shuffled mini-batches of in-memory columns (equal lengths), sharded across ``world`` ranks.
 
-    def __init__(self, window: np.ndarray, target: np.ndarray, weight: np.ndarray | None = None,
-                 batch_size: int = 128, seed: int = 1337, rank: int = 0, world: int = 1):
-        if len(window) != len(target):
-            raise ValueError(f"window ({len(window)}) and target ({len(target)}) lengths differ")
-        self.window = torch.as_tensor(np.asarray(window))
-        self.target = torch.as_tensor(np.asarray(target))
-        w = np.ones(len(target), dtype=np.float32) if weight is None else np.asarray(weight, dtype=np.float32)
-        self.weight = torch.as_tensor(w)
+    Example::
+
+        ArraySource({"window": x, "target": y, "weight": w}, batch_size=128)
+    """
+
+    def __init__(self, columns: Mapping[str, np.ndarray], batch_size: int = 128, seed: int = 1337,
+                 rank: int = 0, world: int = 1):
+        lengths = {k: len(v) for k, v in columns.items()}
+        if len(set(lengths.values())) != 1:
+            raise ValueError(f"columns have different lengths: {lengths}")
+        self.columns = {k: torch.as_tensor(np.asarray(v)) for k, v in columns.items()}
+        self.rows = next(iter(lengths.values()))
         self.batch_size, self.seed, self.rank, self.world = batch_size, seed, rank, world
+        if self.rows // world == 0:
+            raise ValueError(f"{self.rows} rows cannot be shared by {world} ranks")
+        self.steps_per_epoch = math.ceil((self.rows // world) / batch_size)
 
     def __len__(self) -> int:
-        return len(self.target)
+        return self.rows
 
     def _batches(self, idx: torch.Tensor) -> Iterator[Batch]:
         for s in range(0, len(idx), self.batch_size):
             i = idx[s:s + self.batch_size]
-            yield {"window": self.window[i], "target": self.target[i], "weight": self.weight[i]}
+            yield {k: v[i] for k, v in self.columns.items()}
 
     def epoch(self, epoch: int) -> Iterator[Batch]:
         g = torch.Generator().manual_seed(self.seed + epoch)
-        perm = torch.randperm(len(self), generator=g)
-        per_rank = len(self) // self.world  # equal shards: DDP ranks must take the same steps
-        if per_rank == 0:
-            raise ValueError(f"{len(self)} training rows cannot be shared by {self.world} ranks")
+        perm = torch.randperm(self.rows, generator=g)
+        per_rank = self.rows // self.world  # equal shards: DDP ranks must take the same steps
         return self._batches(perm[self.rank * per_rank:(self.rank + 1) * per_rank])
 
     def full(self) -> Iterator[Batch]:
-        return self._batches(torch.arange(self.rank, len(self), self.world))
+        return self._batches(torch.arange(self.rank, self.rows, self.world))
 
     def close(self) -> None:
         """Nothing to release (the same interface as :class:`PetastormSource`)."""
+
+
+def key_columns(window: np.ndarray, target: np.ndarray, weight: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """The key model's columns; ``weight`` (how many windows a row stands for) defaults to 1."""
+    w = np.ones(len(target), dtype=np.float32) if weight is None else np.asarray(weight, dtype=np.float32)
+    return {"window": np.asarray(window), "target": np.asarray(target), "weight": w}
 
 
 class PetastormSource:
@@ -98,34 +109,31 @@ class PetastormSource:
 
 
 class CountSampledSource(ArraySource):
-    """Distinct rows drawn in proportion to their ``weight`` (count): SGD over all windows.
+    """Distinct (window, target) rows drawn in proportion to their ``weight`` (count): SGD over all windows.
 
-    Training on distinct rows once per epoch with count-weighted losses has the right expected
-    gradient, but makes one step per ``batch_size`` distinct rows: a few dozen steps per epoch on
-    HDFS, and noisy ones (a few rows carry most of the weight). Here every epoch draws
-    ``epoch_rows`` rows (at most the window count; 0 = the window count) with replacement, each
-    row with probability count / total, and trains them with weight 1, so a step sees what a step
-    over all windows sees, from a table ~60x smaller on HDFS. (``torch.multinomial`` takes at most
-    2^24 rows: ``max_train_rows`` keeps a distinct table far below that.)
-    Each rank draws its own ``epoch_rows / world`` rows from all rows (the table is small), seeded
-    by (seed, rank, epoch). ``full()`` stays one weighted pass over the rows (exact metrics).
+    Each step draws ``batch_size`` rows with replacement, each with probability count / total,
+    which is the law of a mini-batch over all windows, from a table ~60x smaller on HDFS. Rows drawn
+    several times in one step are evaluated once with their multiplicity as weight (the same
+    gradient; the frequent rows of HDFS make a draw of 2048 about 600 distinct rows). An epoch is
+    ``steps_per_epoch`` steps (0: as many draws as windows). Each rank draws its own rows from all
+    rows (the table is small), seeded by (seed, rank, epoch). ``full()`` stays one count-weighted
+    pass over the rows (exact metrics). ``torch.multinomial`` takes at most 2^24 rows.
     """
 
-    def __init__(self, window: np.ndarray, target: np.ndarray, weight: np.ndarray, epoch_rows: int = 0,
-                 batch_size: int = 128, seed: int = 1337, rank: int = 0, world: int = 1):
-        super().__init__(window, target, weight, batch_size, seed, rank, world)
-        if len(self) == 0 or float(self.weight.sum()) <= 0:
+    def __init__(self, columns: Mapping[str, np.ndarray], steps_per_epoch: int = 0, batch_size: int = 128,
+                 seed: int = 1337, rank: int = 0, world: int = 1):
+        super().__init__(columns, batch_size, seed, rank, world)
+        weight = self.columns["weight"].double()
+        if self.rows == 0 or float(weight.sum()) <= 0:
             raise ValueError("no training rows with a positive count to draw from")
-        if epoch_rows < 0:
-            raise ValueError(f"epoch_rows must be 0 (all windows) or positive, got {epoch_rows}")
-        total = float(self.weight.sum())
-        # 0: an epoch draws as many rows as there are windows, the cost of an epoch over all of them
-        self.epoch_rows = int(min(epoch_rows, total)) if epoch_rows > 0 else int(round(total))
-        self.steps_per_epoch = max(1, math.ceil(self.epoch_rows / (batch_size * world)))
-        self._p = (self.weight / self.weight.sum()).double()
+        if steps_per_epoch < 0:
+            raise ValueError(f"steps_per_epoch must be 0 (one pass over the windows) or positive, got {steps_per_epoch}")
+        total = float(weight.sum())
+        self.steps_per_epoch = steps_per_epoch or max(1, math.ceil(total / (batch_size * world)))
+        self._p = weight / weight.sum()
 
     @classmethod
-    def from_batches(cls, batches, epoch_rows: int, **kw) -> "CountSampledSource":
+    def from_batches(cls, batches, steps_per_epoch: int, **kw) -> "CountSampledSource":
         """Collect ``window, target, weight`` batches (one pass over a source) into a sampler."""
         parts: dict[str, list] = {"window": [], "target": [], "weight": []}
         for b in batches:
@@ -133,11 +141,16 @@ class CountSampledSource(ArraySource):
                 parts[k].append(torch.as_tensor(b[k]))
         if not parts["target"]:
             raise ValueError("no training rows to draw from")
-        return cls(*(torch.cat(parts[k]).numpy() for k in ("window", "target", "weight")), epoch_rows, **kw)
+        cols = {k: torch.cat(v).numpy() for k, v in parts.items()}
+        # readers deliver row groups in any order: sort the rows so the draws are repeatable
+        keys = np.column_stack([cols["window"].reshape(len(cols["target"]), -1), cols["target"]])
+        order = np.lexsort(keys.T[::-1])
+        return cls({k: v[order] for k, v in cols.items()}, steps_per_epoch, **kw)
 
     def epoch(self, epoch: int) -> Iterator[Batch]:
         g = torch.Generator().manual_seed(hash((self.seed, self.rank, epoch)) % (2**62))
-        ones = torch.ones(self.batch_size, dtype=torch.float32)
         for _ in range(self.steps_per_epoch):
-            i = torch.multinomial(self._p, self.batch_size, replacement=True, generator=g)
-            yield {"window": self.window[i], "target": self.target[i], "weight": ones}
+            drawn = torch.multinomial(self._p, self.batch_size, replacement=True, generator=g)
+            rows, times = torch.unique(drawn, return_counts=True)
+            yield {"window": self.columns["window"][rows], "target": self.columns["target"][rows],
+                   "weight": times.float()}

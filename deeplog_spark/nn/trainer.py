@@ -1,18 +1,25 @@
 """Training loop for the Key and Value LSTMs (torch only, no Spark).
 
 The loop takes *batch sources*, not a data library: any object with ``epoch(e)`` returning the
-batches of epoch ``e`` and ``full()`` returning one pass over all rows. A batch is a dict of
-tensors ``window`` [B, h], ``target`` [B] and ``weight`` [B] (how many identical windows the row
-stands for; 1.0 when windows are not de-duplicated). Losses and metrics are weighted by it, so
-training on distinct (window, target) pairs has the same expected gradient as the full set and
-reports the same metrics. Under ``torch.distributed`` every rank runs the same number of steps
-and metrics are summed across ranks, so all ranks take the same early-stopping decision.
+batches of epoch ``e``, ``full()`` returning one pass over all rows and ``steps_per_epoch``.
+
+- Key batches: ``window`` [B, h], ``target`` [B] and ``weight`` [B] (how many windows the row
+  stands for). Losses and metrics are weighted by it, so distinct (window, target) rows with their
+  counts give the same loss and metrics as all windows.
+- Value batches: ``events`` [B, T], ``values`` [B, T] (z-scored log intervals), ``first`` [B] and
+  ``length`` [B]: steps ``first`` .. ``length``-1 of each chunk are predicted (Gaussian NLL).
+
+Under ``torch.distributed`` every rank runs the same number of steps and metrics are summed across
+ranks, so all ranks take the same early-stopping decision. :class:`TrainJob` is the one typed
+description of a training run, the same on the Spark path (``deeplog_spark.training``) and the
+Spark-free path (``deeplog_spark.nn.local``); :func:`init_distributed` sets up devices for both.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 import logging
 import math
 import os
@@ -26,38 +33,67 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from deeplog_spark.nn.model import CheckpointError
+from deeplog_spark.errors import CheckpointError
 
 log = logging.getLogger(__name__)
 
 Batch = dict[str, torch.Tensor]
+SCHEDULES = ("onecycle", "plateau", "constant")
+MONITORS = ("loss", "top_g_recall")
 
 
 class BatchSource(Protocol):
+    steps_per_epoch: int
+
     def epoch(self, epoch: int) -> Iterable[Batch]: ...
     def full(self) -> Iterable[Batch]: ...
 
 
 @dataclasses.dataclass(frozen=True)
-class FitOptions:
+class TrainJob:
+    """Everything one training run needs, checked when it is made (an unknown option is a TypeError).
+
+    ``schedule``: ``onecycle`` (warm up to ``lr`` over the first 10 % of the steps, then anneal to
+    ~0: the measured default, README "Training"), ``plateau`` (multiply the rate by ``lr_decay``
+    after each epoch without a ``min_delta`` gain) or ``constant``. ``monitor``: what the best
+    epoch is (lowest validation loss, or highest top-g recall); with ``baseline`` the starting
+    weights are scored first and count as epoch 0 (fine-tuning keeps them if nothing is better).
+    """
+
     task: str  # 'key' or 'value'
+    model_config: dict
     epochs: int = 20
     lr: float = 1e-3
+    batch_size: int = 128
     patience: int = 5
     top_g: int = 9
     seed: int = 1337
-    resume_path: str | None = None  # per-epoch state for resuming an interrupted run (rank 0 writes)
-    # What "best epoch" means: lowest validation loss ("loss"), or highest validation top-g recall
-    # ("top_g_recall"; ties go to the later epoch). With baseline=True the starting weights are
-    # scored first and count as epoch 0, so an update that only makes things worse is not kept.
+    min_delta: float = 0.0
+    lr_decay: float = 1.0
+    schedule: str = "constant"
+    count_sampling: bool = False  # key rows are distinct (window, target) rows drawn by count
+    steps_per_epoch: int = 0  # count sampling: optimizer steps per epoch (0: one pass over the windows)
+    use_gpu: bool = False
+    loader_workers: int = 2
+    resume_path: str | None = None
+    result_path: str | None = None
     monitor: str = "loss"
     baseline: bool = False
-    # An epoch counts as an improvement only if it lowers the monitored loss by more than this
-    # fraction of the best so far (0: any decrease). Long runs on big data plateau in tiny steps.
-    min_delta: float = 0.0
-    # Multiply the learning rate by this after every epoch that is not an improvement (1.0: never).
-    # Constant-rate Adam stalls on a noise floor; halving on each plateau gets below it.
-    lr_decay: float = 1.0
+    init_state: dict | None = None  # weights to start from (fine-tuning)
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.task in ("key", "value"), f"task must be 'key' or 'value', got {self.task!r}"),
+            (self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}, got {self.schedule!r}"),
+            (self.monitor in MONITORS, f"monitor must be one of {MONITORS}, got {self.monitor!r}"),
+            (self.epochs >= 1 and self.batch_size >= 1 and self.patience >= 0 and self.steps_per_epoch >= 0,
+             "epochs and batch_size must be >= 1, patience and steps_per_epoch >= 0"),
+            (self.lr > 0 and math.isfinite(self.lr), f"lr must be a positive number, got {self.lr}"),
+            (0.0 < self.lr_decay <= 1.0 and 0.0 <= self.min_delta < 1.0, "lr_decay in (0, 1], min_delta in [0, 1)"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(f"TrainJob: {message}")
 
 
 def seed_everything(seed: int) -> None:
@@ -66,6 +102,32 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
     torch.cuda.manual_seed_all(seed)
+
+
+def init_distributed(use_gpu: bool) -> tuple[int, int, torch.device]:
+    """(rank, world size, device) of this process, with the process group up when world > 1.
+
+    Reads the variables torchrun and TorchDistributor set (RANK, WORLD_SIZE, LOCAL_RANK,
+    LOCAL_WORLD_SIZE). On CPU each rank gets its share of the cores, so ranks do not oversubscribe.
+    """
+    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
+    if use_gpu:
+        if not torch.cuda.is_available():
+            raise RuntimeError("use_gpu=true but torch sees no CUDA device on this machine")
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if use_gpu else "gloo")
+    return rank, world, device
+
+
+def shutdown_distributed() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def _world() -> tuple[int, int]:
@@ -82,96 +144,140 @@ def _allreduce(values: list[float], device: torch.device) -> list[float]:
     return t.tolist()
 
 
-def _to_device(batch: Batch, device: torch.device, task: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    x = batch["window"].to(device, non_blocking=True)
-    y = batch["target"].to(device, non_blocking=True)
+# -- losses ---------------------------------------------------------------------------------------
+
+
+def _key_batch(batch: Batch, device: torch.device):
+    x = batch["window"].to(device, non_blocking=True).long()
+    y = batch["target"].to(device, non_blocking=True).long()
     w = batch["weight"].to(device, non_blocking=True).float()
-    if task == "key":
-        return x.long(), y.long(), w
-    return x.float(), y.float(), w
+    return x, y, w
 
 
-def _losses(model: nn.Module, task: str, x, y):
-    out = model(x)
+def _value_batch(batch: Batch, device: torch.device):
+    ev = batch["events"].to(device, non_blocking=True).long()
+    z = batch["values"].to(device, non_blocking=True).float()
+    first = batch["first"].to(device).long()
+    length = batch["length"].to(device).long()
+    width = int(length.max().item()) if len(length) else 0
+    ev, z = ev[:, :max(width, 2)], z[:, :max(width, 2)]  # rows are padded to the chunk: cut what no row uses
+    j = torch.arange(1, ev.shape[1], device=device).unsqueeze(0)  # local step predicted by output j-1
+    mask = ((j >= first.unsqueeze(1)) & (j < length.unsqueeze(1))).float()
+    return ev, z, mask
+
+
+def value_residuals(model: nn.Module, ev: torch.Tensor, z: torch.Tensor):
+    """(Gaussian NLL, standardized residual) of every predicted step [B, T-1]."""
+    mean, logvar = model(ev, z)
+    target = z[:, 1:]
+    nll = 0.5 * (logvar + (target - mean) ** 2 * torch.exp(-logvar) + math.log(2 * math.pi))
+    return nll, (target - mean).abs() * torch.exp(-0.5 * logvar)
+
+
+def _batch_loss(model: nn.Module, task: str, batch: Batch, device: torch.device):
+    """(sum of weighted losses, total weight, rows) of a batch, and the model output for metrics."""
     if task == "key":
-        return nn.functional.cross_entropy(out, y, reduction="none"), out
-    return (out - y) ** 2, out
+        x, y, w = _key_batch(batch, device)
+        out = model(x)
+        loss = nn.functional.cross_entropy(out, y, reduction="none")
+        return (loss * w).sum(), w.sum(), len(y), (out, y, w)
+    ev, z, mask = _value_batch(batch, device)
+    nll, resid = value_residuals(model, ev, z)
+    return (nll * mask).sum(), mask.sum(), len(ev), (resid, mask)
 
 
 @torch.no_grad()
 def evaluate(model: nn.Module, task: str, batches: Iterable[Batch], device: torch.device, top_g: int = 9) -> dict:
-    """Weighted loss (and for the key model accuracy and top-g recall) over ``batches``."""
+    """Weighted loss (key: and accuracy, top-g recall; value: mean standardized residual) over ``batches``."""
     model.eval()
-    sums = [0.0, 0.0, 0.0, 0.0]  # weight, loss*w, correct*w, in_top_g*w
+    sums = [0.0, 0.0, 0.0, 0.0]  # weight, loss*w, correct*w | residual sum, in_top_g*w
     for batch in batches:
-        x, y, w = _to_device(batch, device, task)
-        loss, out = _losses(model, task, x, y)
-        sums[0] += w.sum().item()
-        sums[1] += (loss * w).sum().item()
+        loss_sum, weight, _, extra = _batch_loss(model, task, batch, device)
+        sums[0] += weight.item()
+        sums[1] += loss_sum.item()
         if task == "key":
+            out, y, w = extra
             top = out.topk(min(top_g, out.shape[1]), dim=1).indices
             sums[2] += ((top[:, 0] == y).float() * w).sum().item()
             sums[3] += ((top == y.unsqueeze(1)).any(dim=1).float() * w).sum().item()
-    total, loss_sum, correct, in_top = _allreduce(sums, device)
+        else:
+            resid, mask = extra
+            sums[2] += (resid * mask).sum().item()
+    total, loss_sum, a, b = _allreduce(sums, device)
     if total == 0:
         return {"windows": 0}
     metrics = {"windows": int(total), "loss": loss_sum / total}
     if task == "key":
-        metrics.update(accuracy=correct / total, top_g_recall=in_top / total)
+        metrics.update(accuracy=a / total, top_g_recall=b / total)
+    else:
+        metrics.update(mean_residual=a / total)
     return metrics
 
 
-def fit(model: nn.Module, opts: FitOptions, train: BatchSource, val: BatchSource | None,
-        device: torch.device, on_epoch: Callable[[dict], None] | None = None) -> dict:
-    """Train with Adam and early stopping on the validation metric ``opts.monitor``; returns the history.
+# -- the loop -------------------------------------------------------------------------------------
 
-    The optimizer is built once. After the last epoch the weights of the best validation epoch
-    are restored. With ``opts.resume_path`` the loop resumes from the last finished epoch.
+
+def _scheduler(job: TrainJob, optimizer, total_steps: int):
+    if job.schedule != "onecycle" or total_steps < 20:  # too few steps to warm up and anneal: constant
+        return None
+    return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=job.lr, total_steps=max(total_steps, 1),
+                                               pct_start=0.1, anneal_strategy="cos")
+
+
+def fit(model: nn.Module, job: TrainJob, train: BatchSource, val: BatchSource | None,
+        device: torch.device, on_epoch: Callable[[dict], None] | None = None) -> dict:
+    """Train with Adam and early stopping on the validation metric ``job.monitor``; returns the history.
+
+    The optimizer (and schedule) is built once. After the last epoch the weights of the best
+    validation epoch are restored. With ``job.resume_path`` the loop resumes from the last
+    finished epoch.
     """
     rank, world = _world()
-    params = model.parameters()
-    optimizer = torch.optim.Adam(params, lr=opts.lr)
+    optimizer = torch.optim.Adam(model.parameters(), lr=job.lr)
+    sched = _scheduler(job, optimizer, job.epochs * train.steps_per_epoch)
     history: list[dict] = []
     best = {"loss": math.inf, "epoch": -1, "state": copy.deepcopy(_unwrap(model).state_dict())}
     bad_epochs, start, baseline = 0, 0, None
-    if opts.baseline and val is not None:
-        baseline = evaluate(model, opts.task, val.full(), device, opts.top_g)
-        best = {"loss": _monitored(opts, {f"val_{k}": v for k, v in baseline.items()}), "epoch": 0,
+    if job.baseline and val is not None:
+        baseline = evaluate(model, job.task, val.full(), device, job.top_g)
+        best = {"loss": _monitored(job, {f"val_{k}": v for k, v in baseline.items()}), "epoch": 0,
                 "state": best["state"]}
         if rank == 0:
-            log.info("%s: before training val_loss=%.5f val_top%d=%.4f", opts.task, baseline["loss"], opts.top_g,
+            log.info("%s: before training val_loss=%.5f val_top%d=%.4f", job.task, baseline["loss"], job.top_g,
                      baseline.get("top_g_recall", float("nan")))
-    if opts.resume_path and Path(opts.resume_path).is_file():
-        state = _load_resume(opts.resume_path)
+    if job.resume_path and Path(job.resume_path).is_file():
+        state = _load_resume(job.resume_path)
         _unwrap(model).load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
+        if sched is not None and state.get("scheduler"):
+            sched.load_state_dict(state["scheduler"])
         history, best, bad_epochs = state["history"], state["best"], state["bad_epochs"]
         torch.set_rng_state(state["rng"])  # dropout draws continue exactly where they stopped
         start = len(history)
         if rank == 0:
-            log.info("%s: resuming after epoch %d from %s", opts.task, start, opts.resume_path)
-    stopped = start > 0 and bad_epochs >= opts.patience
+            log.info("%s: resuming after epoch %d from %s", job.task, start, job.resume_path)
+    stopped = start > 0 and bad_epochs >= job.patience
 
-    for epoch in range(start, opts.epochs):
+    for epoch in range(start, job.epochs):
         if stopped:
             break
         model.train()
         t0 = time.perf_counter()
         sums = [0.0, 0.0, 0.0]  # weight, loss*w, rows
         for batch in train.epoch(epoch):
-            x, y, w = _to_device(batch, device, opts.task)
-            loss, _ = _losses(model, opts.task, x, y)
-            wsum = w.sum()
-            objective = (loss * w).sum() / wsum.clamp_min(1e-12)
+            loss_sum, weight, rows, _ = _batch_loss(model, job.task, batch, device)
+            objective = loss_sum / weight.clamp_min(1e-12)
             optimizer.zero_grad(set_to_none=True)
             objective.backward()
             optimizer.step()
-            sums[0] += wsum.item()
-            sums[1] += (loss.detach() * w).sum().item()
-            sums[2] += len(y)
+            if sched is not None and sched.last_epoch + 1 < sched.total_steps:
+                sched.step()
+            sums[0] += weight.item()
+            sums[1] += loss_sum.item()
+            sums[2] += rows
         weight, loss_sum, rows = _allreduce(sums, device)
         train_seconds = time.perf_counter() - t0
-        val_metrics = evaluate(model, opts.task, val.full(), device, opts.top_g) if val is not None else {}
+        val_metrics = evaluate(model, job.task, val.full(), device, job.top_g) if val is not None else {}
         seconds = time.perf_counter() - t0
         record = {
             "epoch": epoch + 1,
@@ -184,30 +290,30 @@ def fit(model: nn.Module, opts: FitOptions, train: BatchSource, val: BatchSource
             "rows_per_s": round(rows / max(train_seconds, 1e-9), 1),
         }
         record.update({f"val_{k}": v for k, v in val_metrics.items()})
-        monitored = _monitored(opts, record)
-        margin = max(1e-7, opts.min_delta * abs(best["loss"])) if math.isfinite(best["loss"]) else 0.0
-        if monitored < best["loss"] - margin or (opts.monitor == "top_g_recall" and monitored <= best["loss"]):
+        monitored = _monitored(job, record)
+        margin = max(1e-7, job.min_delta * abs(best["loss"])) if math.isfinite(best["loss"]) else 0.0
+        if monitored < best["loss"] - margin or (job.monitor == "top_g_recall" and monitored <= best["loss"]):
             best = {"loss": monitored, "epoch": epoch + 1, "state": copy.deepcopy(_unwrap(model).state_dict())}
             bad_epochs = 0
         else:
             bad_epochs += 1
-            if opts.lr_decay < 1.0:
+            if job.schedule == "plateau" and job.lr_decay < 1.0:
                 for group in optimizer.param_groups:
-                    group["lr"] *= opts.lr_decay
+                    group["lr"] *= job.lr_decay
         record["lr_next"] = optimizer.param_groups[0]["lr"]
         history.append(record)
         mean_epoch = sum(h["seconds"] for h in history[start:]) / len(history[start:])
-        record["eta_s"] = round(mean_epoch * (opts.epochs - epoch - 1), 1)
+        record["eta_s"] = round(mean_epoch * (job.epochs - epoch - 1), 1)
         if rank == 0:
-            _log_epoch(opts, record)
-            if opts.resume_path:
-                _save_resume(opts.resume_path, model, optimizer, history, best, bad_epochs)
+            _log_epoch(job, record)
+            if job.resume_path:
+                _save_resume(job.resume_path, model, optimizer, sched, history, best, bad_epochs)
         if on_epoch is not None:
             on_epoch(record)
-        if bad_epochs >= opts.patience:
+        if bad_epochs >= job.patience:
             if rank == 0:
                 log.info("%s: early stop after epoch %d (best epoch %d, val loss %.5f)",
-                         opts.task, epoch + 1, best["epoch"], best["loss"])
+                         job.task, epoch + 1, best["epoch"], best["loss"])
             stopped = True
 
     _unwrap(model).load_state_dict(best["state"])
@@ -215,41 +321,39 @@ def fit(model: nn.Module, opts: FitOptions, train: BatchSource, val: BatchSource
             "early_stopped": stopped, "world_size": world, "baseline": baseline}
 
 
-def _monitored(opts: FitOptions, record: dict) -> float:
+def _monitored(job: TrainJob, record: dict) -> float:
     """The number early stopping minimises for this epoch's record."""
-    if opts.monitor == "top_g_recall" and "val_top_g_recall" in record:
+    if job.monitor == "top_g_recall" and "val_top_g_recall" in record:
         return -record["val_top_g_recall"]
-    if opts.monitor not in ("loss", "top_g_recall"):
-        raise ValueError(f"monitor must be 'loss' or 'top_g_recall', got {opts.monitor!r}")
     return record.get("val_loss", record["train_loss"])
 
 
 @torch.no_grad()
-def prediction_errors(model: nn.Module, batches: Iterable[Batch], device: torch.device) -> tuple[float, float, int]:
-    """Weighted mean and std of |prediction - target| of a value model (the threshold's mu, sigma)."""
+def residual_stats(model: nn.Module, batches: Iterable[Batch], device: torch.device) -> tuple[float, float, int]:
+    """Mean and std of the value model's standardized residuals over ``batches`` (the spec's mu, sigma)."""
     model.eval()
-    s = [0.0, 0.0, 0.0]  # weight, sum(w*e), sum(w*e^2)
+    s = [0.0, 0.0, 0.0]  # steps, sum(r), sum(r^2)
     for batch in batches:
-        x, y, w = _to_device(batch, device, "value")
-        err = (model(x) - y).abs().double()
-        wd = w.double()
-        s[0] += wd.sum().item()
-        s[1] += (wd * err).sum().item()
-        s[2] += (wd * err * err).sum().item()
+        ev, z, mask = _value_batch(batch, device)
+        _, resid = value_residuals(model, ev, z)
+        r = resid.double() * mask
+        s[0] += mask.sum().item()
+        s[1] += r.sum().item()
+        s[2] += (r * r).sum().item()
     total, e1, e2 = _allreduce(s, device)
     if total == 0:
-        raise ValueError("no windows to compute prediction errors on")
+        raise ValueError("no steps to compute residuals on")
     mu = e1 / total
     return mu, math.sqrt(max(e2 / total - mu * mu, 0.0)), int(total)
 
 
-def _log_epoch(opts: FitOptions, r: dict) -> None:
+def _log_epoch(job: TrainJob, r: dict) -> None:
     extra = ""
     if "val_top_g_recall" in r:
-        extra = f" val_acc={r['val_accuracy']:.4f} val_top{opts.top_g}={r['val_top_g_recall']:.4f}"
-    log.info("%s epoch %d/%d train_loss=%.5f val_loss=%s%s %.1fs %.0f windows/s (%.0f rows/s) eta %.0fs",
-             opts.task, r["epoch"], opts.epochs, r["train_loss"],
-             f"{r['val_loss']:.5f}" if "val_loss" in r else "n/a", extra, r["seconds"],
+        extra = f" val_acc={r['val_accuracy']:.4f} val_top{job.top_g}={r['val_top_g_recall']:.4f}"
+    log.info("%s epoch %d/%d train_loss=%.5f val_loss=%s%s lr=%.2g %.1fs %.0f windows/s (%.0f rows/s) eta %.0fs",
+             job.task, r["epoch"], job.epochs, r["train_loss"],
+             f"{r['val_loss']:.5f}" if "val_loss" in r else "n/a", extra, r["lr_next"], r["seconds"],
              r["windows_per_s"], r["rows_per_s"], r["eta_s"])
 
 
@@ -257,10 +361,11 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if hasattr(model, "module") else model
 
 
-def _save_resume(path: str, model, optimizer, history, best, bad_epochs) -> None:
+def _save_resume(path: str, model, optimizer, sched, history, best, bad_epochs) -> None:
     tmp = f"{path}.tmp"
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     torch.save({"model": _unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": sched.state_dict() if sched is not None else None,
                 "history": history, "best": best, "bad_epochs": bad_epochs, "rng": torch.get_rng_state()}, tmp)
     os.replace(tmp, path)
 
@@ -272,40 +377,27 @@ def _load_resume(path: str) -> dict[str, Any]:
         raise CheckpointError(f"{path}: cannot resume from this file: {exc}") from exc
 
 
-def model_config(cfg, task: str, vocab_size: int) -> dict:
-    """Model constructor arguments for ``task`` from a :class:`deeplog_spark.config.Config`."""
-    if task == "key":
-        return {"vocab_size": vocab_size, "h": cfg.h, "embed_dim": cfg.embed_dim, "hidden": cfg.key_hidden,
-                "layers": cfg.key_layers, "dropout": cfg.key_dropout}
-    return {"h": cfg.h, "hidden": cfg.value_hidden, "layers": cfg.value_layers, "dropout": cfg.value_dropout}
-
-
-def run_task(spec: dict, train: BatchSource, val: BatchSource | None, device: torch.device) -> dict:
+def run_task(job: TrainJob, train: BatchSource, val: BatchSource | None, device: torch.device) -> dict:
     """Build, train (DDP when distributed) and summarise one model; the same on every path.
 
-    ``spec``: task, model_config, epochs, lr, patience, top_g, seed; optional resume_path,
-    init_state (weights to start from), monitor and baseline (see :class:`FitOptions`).
-    Returns the fit result plus ``state_dict`` (CPU tensors) and, for the value model, the
-    mean/std of |error| on the training rows (train-normal windows) for its threshold.
+    Returns the fit result plus ``state_dict`` (CPU tensors), the ranks' weight digests (checked to
+    be equal) and, for the value model, the mean/std of its standardized residuals on the training
+    rows (train-normal sessions): the spec's per-step threshold mu + k*sigma.
     """
     from deeplog_spark.nn.model import build_model
 
-    seed_everything(spec["seed"])
-    model = build_model(spec["task"], spec["model_config"])
-    if spec.get("init_state") is not None:  # fine-tuning (online update) starts from these weights
-        model.load_state_dict(spec["init_state"])
+    seed_everything(job.seed)
+    model = build_model(job.task, job.model_config)
+    if job.init_state is not None:  # fine-tuning (online update) starts from these weights
+        model.load_state_dict(job.init_state)
     model = model.to(device)
     if _world()[1] > 1:
         model = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
-    opts = FitOptions(task=spec["task"], epochs=spec["epochs"], lr=spec["lr"], patience=spec["patience"],
-                      top_g=spec["top_g"], seed=spec["seed"], resume_path=spec.get("resume_path"),
-                      monitor=spec.get("monitor", "loss"), baseline=spec.get("baseline", False),
-                      min_delta=spec.get("min_delta", 0.0), lr_decay=spec.get("lr_decay", 1.0))
-    result = fit(model, opts, train, val, device)
-    if spec["task"] == "value":
-        mu, sigma, n = prediction_errors(model, train.full(), device)
-        result["train_errors"] = {"mu": mu, "sigma": sigma, "windows": n}
+    result = fit(model, job, train, val, device)
+    if job.task == "value":
+        mu, sigma, n = residual_stats(_unwrap(model), train.full(), device)
+        result["train_errors"] = {"mu": mu, "sigma": sigma, "steps": n}
     result["state_dict"] = {k: v.detach().cpu() for k, v in _unwrap(model).state_dict().items()}
     result["rank_digests"] = _gather_digests(result["state_dict"])
     if len(set(result["rank_digests"])) > 1:
@@ -315,8 +407,6 @@ def run_task(spec: dict, train: BatchSource, val: BatchSource | None, device: to
 
 def state_digest(state_dict: dict[str, torch.Tensor]) -> str:
     """A hash of a model's weights (to check that DDP ranks agree)."""
-    import hashlib
-
     h = hashlib.sha256()
     for name in sorted(state_dict):
         h.update(name.encode())

@@ -1,0 +1,165 @@
+"""Benchmark: how fast each training recipe reaches the full-data validation loss of the Key LSTM.
+
+    .venv/bin/python bench/train_speed.py --tables_root generated/bench/work_57k/warehouse --name 57k
+
+Reads the ``traces`` table with delta-rs (no Spark; the rows are those the Spark job trains on,
+``deeplog_spark.nn.local``) and trains the Key LSTM, one recipe after another in this process,
+on the same distinct (window, next) rows of the train-normal sessions, validating on the val-normal
+rows every ``--eval_steps`` steps (count-weighted, so the loss is the loss over all windows):
+
+- ``spec``: the DeepLog spec's training, every window once per epoch in batches of 128, Adam at a
+  constant 1e-3, 20 epochs (the full-data reference; its best validation loss is the target);
+- candidates: distinct rows drawn by count (each step ``batch`` draws, deduplicated), Adam with a
+  one-cycle schedule to a peak rate, a fixed number of steps.
+
+Writes ``bench/results/train_speed_<name>.{json,md}``: per recipe the best validation loss, the
+seconds to reach the target (if it does) and the whole curve. Timings: one process, the torch
+threads of this machine, nothing else running.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from deeplog_spark.config import Config, parse_overrides, pop_option
+from deeplog_spark.nn.local import key_rows, read_delta
+from deeplog_spark.nn.model import KeyLSTM, KeyModelConfig
+from deeplog_spark.nn.sources import ArraySource, CountSampledSource, key_columns
+from deeplog_spark.nn.trainer import evaluate, seed_everything
+from deeplog_spark.train_job import markers
+
+from _common import RESULTS
+
+#: name -> (draws per step, peak lr, steps); the spec reference is run besides.
+CANDIDATES = {
+    "b512_lr5e-3_6000": (512, 5e-3, 6000),
+    "b1024_lr5e-3_4000": (1024, 5e-3, 4000),
+    "b2048_lr1e-2_1500": (2048, 1e-2, 1500),
+    "b2048_lr1e-2_3000": (2048, 1e-2, 3000),
+    "b4096_lr2e-2_1200": (4096, 2e-2, 1200),
+    "b4096_lr3e-2_1200": (4096, 3e-2, 1200),
+}
+
+
+def _model(cfg: Config, vocab: int) -> KeyLSTM:
+    return KeyLSTM(KeyModelConfig(vocab_size=vocab, h=cfg.h, embed_dim=cfg.embed_dim, hidden=cfg.key_hidden,
+                                  layers=cfg.key_layers, dropout=cfg.key_dropout, markers=cfg.session_markers))
+
+
+def _val(model, val) -> float:
+    return evaluate(model, "key", val.full(), torch.device("cpu"))["loss"]
+
+
+def run_candidate(cfg, vocab, train_cols, val, batch, lr, steps, eval_steps) -> dict:
+    seed_everything(cfg.seed)
+    model = _model(cfg, vocab)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
+    src = CountSampledSource(train_cols, steps, batch_size=batch, seed=cfg.seed)
+    curve, t_train, step = [], 0.0, 0
+    for b in src.epoch(0):
+        t0 = time.perf_counter()
+        model.train()
+        w = b["weight"]
+        loss = (torch.nn.functional.cross_entropy(model(b["window"].long()), b["target"].long(), reduction="none")
+                * w).sum() / w.sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if step + 1 < steps:
+            sched.step()
+        step += 1
+        t_train += time.perf_counter() - t0
+        if step % eval_steps == 0 or step == steps:
+            curve.append({"step": step, "seconds": round(t_train, 2), "val_loss": _val(model, val)})
+    return {"batch": batch, "lr": lr, "steps": steps, "schedule": "onecycle", "curve": curve}
+
+
+def run_spec(cfg, vocab, train_cols, val, epochs: int) -> dict:
+    """Every window once per epoch (rows repeated by their counts), batch 128, constant lr 1e-3."""
+    seed_everything(cfg.seed)
+    model = _model(cfg, vocab)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    reps = train_cols["weight"].astype(np.int64)
+    cols = {"window": np.repeat(train_cols["window"], reps, axis=0), "target": np.repeat(train_cols["target"], reps)}
+    src = ArraySource(key_columns(cols["window"], cols["target"]), batch_size=128, seed=cfg.seed)
+    curve, t_train = [], 0.0
+    for e in range(epochs):
+        t0 = time.perf_counter()
+        model.train()
+        for b in src.epoch(e):
+            loss = torch.nn.functional.cross_entropy(model(b["window"].long()), b["target"].long())
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        t_train += time.perf_counter() - t0
+        curve.append({"epoch": e + 1, "seconds": round(t_train, 2), "val_loss": _val(model, val)})
+        print(f"spec epoch {e + 1}: val {curve[-1]['val_loss']:.4f} at {t_train:.0f}s", flush=True)
+    return {"batch": 128, "lr": 1e-3, "epochs": epochs, "schedule": "constant", "windows_per_epoch": len(cols["target"]),
+            "curve": curve}
+
+
+def main() -> None:
+    args = sys.argv[1:]
+    args, name = pop_option(args, "name", "bench")
+    args, spec_epochs = pop_option(args, "spec_epochs", "20")
+    args, eval_steps = pop_option(args, "eval_steps", "100")
+    args, only = pop_option(args, "only", "")
+    cfg = Config.load(overrides=parse_overrides(args))
+    torch.set_num_threads(os.cpu_count() or 1)
+    traces, version = read_delta(Path(cfg.tables_root) / "traces", ["split", "label", "events"])
+    vocab = int(max(read_delta(Path(cfg.tables_root) / "templates", ["event_id"])[0].column("event_id").to_pylist()))
+    m = markers(cfg, vocab)
+    train_cols = key_columns(*key_rows(traces, "train", cfg.h, m))
+    val = ArraySource(key_columns(*key_rows(traces, "val", cfg.h, m)), batch_size=4096)
+    out = {"name": name, "command": "bench/train_speed.py " + " ".join(sys.argv[1:]), "torch_threads": torch.get_num_threads(),
+           "train_rows": len(train_cols["target"]), "train_windows": int(train_cols["weight"].sum()),
+           "val_rows": len(val), "h": cfg.h, "session_markers": cfg.session_markers, "recipes": {}}
+    print(f"{out['train_rows']} distinct training rows ({out['train_windows']} windows), {len(val)} val rows", flush=True)
+    if not only or "spec" in only.split(","):
+        out["recipes"]["spec"] = run_spec(cfg, vocab, train_cols, val, int(spec_epochs))
+    for key, (batch, lr, steps) in CANDIDATES.items():
+        if only and key not in only.split(","):
+            continue
+        out["recipes"][key] = run_candidate(cfg, vocab, train_cols, val, batch, lr, steps, int(eval_steps))
+        best = min(c["val_loss"] for c in out["recipes"][key]["curve"])
+        print(f"{key}: best val {best:.4f} in {out['recipes'][key]['curve'][-1]['seconds']:.0f}s", flush=True)
+    target = min(c["val_loss"] for c in out["recipes"]["spec"]["curve"]) if "spec" in out["recipes"] else None
+    for r in out["recipes"].values():
+        r["best_val_loss"] = min(c["val_loss"] for c in r["curve"])
+        r["seconds"] = r["curve"][-1]["seconds"]
+        hit = next((c for c in r["curve"] if target is not None and c["val_loss"] <= target), None)
+        r["seconds_to_target"] = hit["seconds"] if hit else None
+    out["target_val_loss"] = target
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"train_speed_{name}.json").write_text(json.dumps(out, indent=2) + "\n")
+    (RESULTS / f"train_speed_{name}.md").write_text(markdown(out))
+    print(markdown(out))
+
+
+def markdown(out: dict) -> str:
+    lines = [f"# Key LSTM training recipes: {out['name']}", "", f"Command: `.venv/bin/python {out['command']}`.", "",
+             f"{out['train_rows']:,} distinct (window, next) training rows standing for {out['train_windows']:,} windows "
+             f"(h={out['h']}, session markers {'on' if out['session_markers'] else 'off'}); {out['val_rows']:,} val rows, "
+             f"count-weighted loss. {out['torch_threads']} torch threads, training time only (validation excluded).", "",
+             f"Target: the best validation loss of the spec's full-data training, **{out['target_val_loss']:.4f}**"
+             if out["target_val_loss"] is not None else "No spec reference in this run.", "",
+             "| recipe | batch | peak lr | schedule | steps / epochs | best val loss | seconds | seconds to target |",
+             "|---|---|---|---|---|---|---|---|"]
+    for key, r in out["recipes"].items():
+        span = f"{r['epochs']} epochs" if "epochs" in r else f"{r['steps']} steps"
+        hit = "" if r["seconds_to_target"] is None else f"{r['seconds_to_target']:.0f}"
+        lines.append(f"| {key} | {r['batch']} | {r['lr']:g} | {r['schedule']} | {span} | {r['best_val_loss']:.4f} | "
+                     f"{r['seconds']:.0f} | {hit} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()

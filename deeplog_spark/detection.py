@@ -42,6 +42,8 @@ VERDICT_COLUMNS = ("run_id", "g", "k", "block_id", "split", "label", "ingest_bat
                    "max_key_score", "max_value_error", "count_score", "exact_anomalous", "pca_spe",
                    "first_anomalous_position", "first_anomaly_window", "first_anomaly_next_event",
                    "first_anomaly_reason")
+#: A verdict's reason adds the key model's most surprising step when its probability is below this.
+WHERE_P = 0.01
 #: The order in which the fused members' reasons are told.
 REASON_ORDER = ("count", "key", "key_nll", "value", "pca")
 
@@ -98,10 +100,15 @@ def decide(sessions: DataFrame, bundle: ModelBundle, g: int, k: float) -> DataFr
     for c in fired.values():
         anomalous = anomalous | c
     names = F.filter(F.array(*[F.when(c, F.lit(d)) for d, c in fired.items()]), lambda x: x.isNotNull())
-    reason = None
-    for d in [d for d in REASON_ORDER if d in members]:
-        r = F.when(fired[d], _reason(d, bundle, members[d]))
-        reason = r if reason is None else F.coalesce(reason, r)
+    # every fired member's reason, in order (count, key, value, PCA); and where the workflow broke by
+    # the key model when no key detector fired but it found a step improbable
+    told = [F.when(fired[d], _reason(d, bundle, members[d])) for d in REASON_ORDER if d in members and d != "key_nll"]
+    if "key_nll" in members and "key" not in members:
+        told.append(F.when(fired["key_nll"], _reason("key_nll", bundle, members["key_nll"])))
+    key_fired = F.exists(names, lambda x: x.startswith("key"))
+    told.append(F.when(~key_fired & (F.col("key_p") < F.lit(WHERE_P)),
+                       F.regexp_replace(_reason("key", bundle, 0.0), "^key: at step", "key model: most surprising at step")))
+    reason = F.concat_ws("; ", *told)
     spec_value = bundle.value_threshold(k)
     value_over = (F.col("max_value_error") > F.lit(spec_value)) if spec_value is not None else F.lit(False)
     deeplog = (F.col("max_key_rank") > F.lit(g)) | F.coalesce(value_over, F.lit(False))

@@ -96,7 +96,9 @@ def key_per_sequence(windows: DataFrame, g: int) -> DataFrame:
     """Per sequence: ``n_windows, max_key_rank, max_key_score``, the most surprising window
     (``key_position, key_window, key_next_event, key_expected, key_p``) and DeepLog's evidence at g
     (``n_anomalous_windows``, ``first_key_position`` and its window, next event and reason)."""
-    worst = F.max_by(F.struct("position", "window", "next_event", "top_g", "key_score"), "key_score")
+    # the most surprising window; on ties (windows holding an unseen event) the first one
+    worst = F.max_by(F.struct("position", "window", "next_event", "top_g", "key_score"),
+                     F.struct(F.col("key_score"), -F.col("position")))
     over = F.col("key_rank") > F.lit(g)
     first = F.min_by(F.struct("position", "window", "next_event", "key_reason"), F.when(over, F.col("position")))
     agg = windows.groupBy("events").agg(

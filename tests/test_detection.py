@@ -103,9 +103,12 @@ def test_every_anomaly_kind_is_flagged_with_its_reason_and_normals_are_not(spark
     v = _verdicts(spark, detect_cfg, split="test")
     flagged = {b for b, r in v.items() if r.anomalous}
     assert flagged == {b for b in v if not b.startswith("n")}  # every anomaly, no normal (read4 too)
-    assert v["unseen_test_0"].reason == "count: never in normal sessions: E6 (template 6)"
+    unseen = v["unseen_test_0"].reason  # every detector that fired says why: the count, then where it broke
+    assert unseen.startswith("count: never in normal sessions: E6 (template 6); key: at step 5 the model did not "
+                             "expect E6"), unseen
     extra = v["extra_test_0"]
     assert extra.reason.startswith("count: no normal session has these counts") and "E2 5 (normal 4)" in extra.reason
+    assert "key" not in extra.reason  # every window of it is one the model expects
     assert extra.detectors == ["count"]
     order = v["order_test_0"]
     assert not order.count_anomalous and order.reason.startswith("key: at step 5 the model did not expect E4")

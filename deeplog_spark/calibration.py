@@ -113,8 +113,8 @@ def choose_count_knobs(records: Sequence[Mapping], grid: Mapping[str, Sequence])
     for r in records:
         by_share.setdefault(r["free_share"], []).append(r)
     best = None
-    for share, rows in by_share.items():
-        rows = sorted(rows, key=lambda r: r["row"])
+    for share in sorted(by_share):  # grid order, whatever order the records came in
+        rows = sorted(by_share[share], key=lambda r: r["row"])
         idx = np.array([r["row"] for r in rows])
         normal = np.array([r["normal"] for r in rows], dtype=np.float64)
         anom = np.array([r["anomalous"] for r in rows], dtype=np.float64)

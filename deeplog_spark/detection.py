@@ -13,7 +13,7 @@ chosen on the val split when the run was trained (:mod:`deeplog_spark.calibratio
   mu + k*sigma. Its first such window is ``first_anomalous_position`` and what follows it.
 
 Tables: ``verdicts`` (one row per session) and ``predictions`` (one row per window, for the
-sessions anomalous by either rule; every window with ``predictions = "all"``). Both are keyed by
+sessions the fused verdict flags; every window with ``predictions = "all"``). Both are keyed by
 (run_id, g, k[, ingest_batch]); a re-run replaces exactly its rows.
 """
 
@@ -178,10 +178,13 @@ def templates_map(spark: SparkSession, cfg: Config) -> dict[int, str]:
 
 
 def count_patterns(spark: SparkSession, cfg: Config, run_id: str) -> DataFrame | None:
+    """The run's normal count patterns (a few hundred rows: read once, then a local relation that
+    every join of the count detector reuses without reading the Delta table again)."""
     path = cfg.table_path(schemas.COUNT_PATTERNS)
     if not table_exists(spark, path):
         return None
-    return read_table(spark, path).where(F.col("run_id") == run_id).select("counts", "sessions")
+    rows = read_table(spark, path).where(F.col("run_id") == run_id).select("counts", "sessions").collect()
+    return spark.createDataFrame(rows, "counts array<struct<event:int,count:int>>, sessions long")
 
 
 def score_sessions(spark: SparkSession, cfg: Config, bundle: ModelBundle, traces: DataFrame,
@@ -191,8 +194,8 @@ def score_sessions(spark: SparkSession, cfg: Config, bundle: ModelBundle, traces
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(cfg.detect_batch_size))
     seqs = sequences(traces).select("events").persist(StorageLevel.MEMORY_AND_DISK)
     patterns = count_patterns(spark, cfg, bundle.run_id) if bundle.count is not None else None
-    per_seq, windows = sequence_scores(spark, seqs, bundle, patterns, templates_map(spark, cfg), g,
-                                       cfg.detect_batch_size)
+    per_seq, windows, counted = sequence_scores(spark, seqs, bundle, patterns, templates_map(spark, cfg), g,
+                                                cfg.detect_batch_size)
     per_seq = per_seq.persist(StorageLevel.MEMORY_AND_DISK)
     windows = windows.persist(StorageLevel.MEMORY_AND_DISK)
     n_seq = per_seq.count()
@@ -202,7 +205,7 @@ def score_sessions(spark: SparkSession, cfg: Config, bundle: ModelBundle, traces
     sessions = traces.join(per_seq, "events")
     sessions = value_per_session(sessions, bundle, spec_value if spec_value is not None else float("inf"),
                                  cfg.detect_batch_size)
-    return sessions, windows, [seqs, per_seq, windows]
+    return sessions, windows, [seqs, per_seq, windows, counted]
 
 
 def run_detect(spark: SparkSession, cfg: Config, model: str | None = None) -> dict:
@@ -229,7 +232,8 @@ def run_detect(spark: SparkSession, cfg: Config, model: str | None = None) -> di
                           F.sum(F.col("deeplog_anomalous").cast("int")).alias("deeplog"),
                           F.sum("n_windows").alias("windows")).first()
         verdict_s = time.perf_counter() - t0
-        chosen = mine if cfg.predictions == "all" else mine.where(F.col("anomalous") | F.col("deeplog_anomalous"))
+        log.info("detect: %d verdicts written in %.1f s", counts["sessions"] or 0, verdict_s)
+        chosen = mine if cfg.predictions == "all" else mine.where(F.col("anomalous"))
         selected = traces.join(chosen.select("block_id"), "block_id", "left_semi")
         preds = predictions(selected, windows, bundle, g, k, cfg.detect_batch_size)
         replace_where(preds, cfg.table_path(schemas.PREDICTIONS), detection_rows(bundle.run_id, g, k, batch),

@@ -123,20 +123,20 @@ def with_counts(seqs: DataFrame) -> DataFrame:
     return seqs.withColumn("counts", Q.count_vector(F.col("events")))
 
 
-def count_per_sequence(seqs: DataFrame, patterns: DataFrame, model: Q.CountModel,
+def count_per_sequence(counted: DataFrame, patterns: DataFrame, model: Q.CountModel,
                        templates: Mapping[int, str]) -> DataFrame:
-    """Per sequence: ``count_anomalous, count_score, count_reason, exact_anomalous`` at the model's knobs."""
-    x = with_counts(seqs.select("events"))
-    feats = Q.features(x, patterns, model, model.free_share, with_reasons=True)
+    """Per sequence (``counted``: distinct ``events`` with their ``counts``): ``count_anomalous,
+    count_score, count_reason, exact_anomalous`` at the model's knobs."""
+    feats = Q.features(counted, patterns, model, [model.free_share], with_reasons=True)
     anomalous, score = Q.decide(model)
     out = feats.select("events", "counts", anomalous.alias("count_anomalous"), score.alias("count_score"),
                        F.when(anomalous, Q.reason(model, templates)).alias("count_reason"))
     return Q.exact_anomalous(out, patterns).drop("counts")
 
 
-def pca_per_sequence(spark: SparkSession, seqs: DataFrame, model: pca_mod.PcaModel) -> DataFrame:
-    """Per sequence: ``pca_spe``."""
-    return pca_mod.spe(spark, with_counts(seqs.select("events")), model).select("events", "pca_spe")
+def pca_per_sequence(spark: SparkSession, counted: DataFrame, model: pca_mod.PcaModel) -> DataFrame:
+    """Per sequence (``counted``: distinct ``events`` with their ``counts``): ``pca_spe``."""
+    return pca_mod.spe(spark, counted, model).select("events", "pca_spe")
 
 
 # -- value ----------------------------------------------------------------------------------------
@@ -158,25 +158,24 @@ def _value_udf(bundle: ModelBundle, batch_size: int, spec_threshold: float, full
         model, _ = load_checkpoint_bytes(model_bytes, "value", sha, "value_model.pt")
         scorer = ValueScorer(model, vocab, mean, std, batch_size)
         for pdf in batches:
-            res = scorer.score(list(pdf["events"]), list(pdf["intervals"]))
-            rows = {k: [] for k in ("max_value_error", "value_position", "value_interval", "value_expected",
-                                    "value_first_over", "value_errors")}
-            for r, iv in zip(res, pdf["intervals"]):
-                e = r["residuals"]
-                known = np.where(np.isfinite(e))[0]
-                if len(known) == 0:
-                    for k in rows:
-                        rows[k].append(None)
-                    continue
-                i = int(known[np.argmax(e[known])])
-                over = known[e[known] > spec_threshold]
-                rows["max_value_error"].append(float(e[i]))
-                rows["value_position"].append(i)
-                rows["value_interval"].append(float(iv[i]))
-                rows["value_expected"].append(float(r["expected"][i]))
-                rows["value_first_over"].append(int(over[0]) if len(over) else None)
-                rows["value_errors"].append([None if not np.isfinite(v) else float(v) for v in e] if full else None)
-            yield pd.DataFrame(rows)
+            s = scorer.summarise(list(pdf["events"]), list(pdf["intervals"]), spec_threshold)
+            has = s["position"] >= 0
+            out = pd.DataFrame({
+                "max_value_error": pd.array(np.where(has, s["max"], np.nan), dtype="Float32"),
+                "value_position": pd.array(np.where(has, s["position"], 0), dtype="Int32"),
+                "value_interval": pd.array(s["interval"], dtype="Float64"),
+                "value_expected": pd.array(s["expected"], dtype="Float64"),
+                "value_first_over": pd.array(np.where(s["first_over"] >= 0, s["first_over"], 0), dtype="Int32"),
+            })
+            out.loc[~has, ["max_value_error", "value_position", "value_interval", "value_expected"]] = pd.NA
+            out.loc[s["first_over"] < 0, "value_first_over"] = pd.NA
+            if full:
+                r, o = s["residuals"], s["offsets"]
+                out["value_errors"] = [[None if not np.isfinite(v) else float(v) for v in r[a:b]] if b > a else None
+                                       for a, b in zip(o[:-1], o[1:])]
+            else:
+                out["value_errors"] = None
+            yield out
 
     return score_value
 
@@ -194,9 +193,8 @@ def value_per_session(sessions: DataFrame, bundle: ModelBundle, spec_threshold: 
             name, typ = f.split(" ", 1)
             out = out.withColumn(name, F.lit(None).cast(typ))
         return out
-    udf = _value_udf(bundle, batch_size, spec_threshold, full)
-    scored = F.when(F.col("intervals").isNotNull() & (F.size("events") > 1),
-                    udf(F.struct(F.col("events"), F.col("intervals"))))
+    udf = _value_udf(bundle, batch_size, spec_threshold, full)  # sessions without intervals get nulls
+    scored = udf(F.struct(F.col("events"), F.col("intervals")))
     return sessions.withColumn("_v", scored).select("*", *[F.col("_v." + n).alias(n) for n in names]).drop("_v")
 
 
@@ -204,22 +202,24 @@ def value_per_session(sessions: DataFrame, bundle: ModelBundle, spec_threshold: 
 
 
 def sequence_scores(spark: SparkSession, seqs: DataFrame, bundle: ModelBundle, patterns: DataFrame | None,
-                    templates: Mapping[int, str], g: int, batch_size: int) -> tuple[DataFrame, DataFrame]:
-    """(per-sequence scores of key, count, exact and PCA; the scored key windows).
+                    templates: Mapping[int, str], g: int, batch_size: int) -> tuple[DataFrame, DataFrame, DataFrame]:
+    """(per-sequence scores of key, count, exact and PCA; the scored key windows; the sequences'
+    count vectors, cached: unpersist them when done).
 
     ``seqs``: distinct ``events``. The key windows are returned for the per-window predictions.
     """
     kw = key_windows(seqs, bundle, g, batch_size)
     out = key_per_sequence(kw, g)
+    counted = with_counts(seqs.select("events")).persist()  # small: the distinct sequences
     if bundle.count is not None and patterns is not None:
-        out = out.join(count_per_sequence(seqs, patterns, bundle.count, templates), "events", "left")
+        out = out.join(count_per_sequence(counted, patterns, bundle.count, templates), "events", "left")
     else:
         out = (out.withColumn("count_anomalous", F.lit(None).cast("boolean"))
                .withColumn("count_score", F.lit(None).cast("double"))
                .withColumn("count_reason", F.lit(None).cast("string"))
                .withColumn("exact_anomalous", F.lit(None).cast("boolean")))
     if bundle.pca is not None:
-        out = out.join(pca_per_sequence(spark, seqs, bundle.pca), "events", "left")
+        out = out.join(pca_per_sequence(spark, counted, bundle.pca), "events", "left")
     else:
         out = out.withColumn("pca_spe", F.lit(None).cast("double"))
-    return out, kw
+    return out, kw, counted

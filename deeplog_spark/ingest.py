@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
-from pyspark.sql.window import Window
 
 from deeplog_spark.errors import InputError
 from deeplog_spark.schemas import (
@@ -210,6 +209,16 @@ def repeated_header(first_column: str) -> Column:
     return F.lower(F.trim(F.col(first_column))) == first_column.lower()
 
 
+def with_repeats(df: DataFrame, key: str) -> DataFrame:
+    """``df`` plus ``_dup``: how many rows share the row's ``key`` (1 when it is unique).
+
+    Counted on the key alone and joined back (broadcast: repeated ids are few), so the rows with
+    their event lists are not shuffled and sorted as a window over the key would.
+    """
+    repeated = (df.groupBy(key).agg(F.count(F.lit(1)).alias("_dup")).where(F.col("_dup") > 1))
+    return df.join(F.broadcast(repeated), key, "left").withColumn("_dup", F.coalesce("_dup", F.lit(1)))
+
+
 def first_reason(*pairs: tuple[Column, str]) -> Column:
     """The reason of the first condition that holds (null when none does)."""
     expr = None
@@ -238,7 +247,7 @@ def parse_traces(raw: DataFrame, key_map: dict[str, int]) -> DataFrame:
     df = raw.withColumn("block_id", block_id).withColumn("_keys", keys)
     df = df.withColumn("events", F.transform("_keys", lambda k: F.try_element_at(mapping, k)))
     unknown = F.filter("_keys", lambda k: F.try_element_at(mapping, k).isNull())
-    df = df.withColumn("_dup", F.count(F.lit(1)).over(Window.partitionBy("block_id")))
+    df = with_repeats(df, "block_id")
 
     if "TimeInterval" in cols:
         ti = F.trim(F.col("TimeInterval"))
@@ -342,7 +351,7 @@ def parse_labels(raw: DataFrame, trace_block_ids: DataFrame) -> DataFrame:
     df = (
         raw.withColumn("block_id", F.trim(F.col("BlockId")))
         .withColumn("label_value", F.when(lab == "normal", 0).when(lab == "anomaly", 1))
-        .withColumn("_dup", F.count(F.lit(1)).over(Window.partitionBy("block_id")))
+        .transform(lambda d: with_repeats(d, "block_id"))
         .join(known, "block_id", "left")
     )
     reason = first_reason(

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Mapping
+from typing import Mapping, Sequence
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
@@ -148,42 +148,52 @@ def _diff_text(here: Column, normal: Column) -> Column:
         "E%d %d (normal %d)", k, F.coalesce(F.element_at(mh, k), F.lit(0)), F.coalesce(F.element_at(mn, k), F.lit(0)))), ", ")
 
 
-def features(x: DataFrame, patterns: DataFrame, model: CountModel, free_share: float,
+def features(x: DataFrame, patterns: DataFrame, model: CountModel, shares: Sequence[float],
              with_reasons: bool = False) -> DataFrame:
-    """``x`` (distinct ``counts`` vectors, with any other columns) plus the rule inputs for one free set:
-    ``unseen`` (array<int>), ``support``, ``d_free`` (null when support is 0 or at least
-    MAX_MIN_SUPPORT), ``cap_ratio`` and, with ``with_reasons``, the nearest normal structure
-    (``nearest_structure``) and free counts (``nearest_free``) for the reason text."""
-    free = _int_array(model.free(free_share))
+    """``x`` (distinct ``counts`` vectors, with any other columns) once per free-share candidate in
+    ``shares`` (column ``free_share``) with the rule inputs for that free set: ``unseen``
+    (array<int>), ``support``, ``d_free`` (null when support is 0 or at least MAX_MIN_SUPPORT),
+    ``cap_ratio`` and, with ``with_reasons``, the nearest normal structure (``nearest_structure``)
+    and free counts (``nearest_free``) for the reason text.
+
+    Every candidate in one pass: the patterns and structures are small and broadcast, so the few
+    Spark jobs cost the same for one share (detection) as for all of them (calibration).
+    """
+    spark = x.sparkSession
+    fs = spark.createDataFrame([(float(s), model.free(s)) for s in shares], "free_share double, _free array<int>")
+    free = F.col("_free")
     vocab = _int_array(model.vocab)
     caps = F.create_map(*[x_ for e, c in sorted(model.caps.items()) for x_ in (F.lit(e), F.lit(float(c)))]) \
         if model.caps else F.create_map().cast("map<int,double>")
     s_here, f_here = _split(F.col("counts"), free)
-    xs = x.select("*", F.transform(F.filter("counts", lambda c: ~F.array_contains(vocab, c["event"])),
-                                   lambda c: c["event"]).alias("unseen"),
-                  s_here.alias("_s"), f_here.alias("_f"), vector_key(s_here).alias("_skey"),
-                  vector_key(f_here).alias("_fkey"),
-                  F.aggregate(f_here, F.lit(0.0).cast("double"),
-                              lambda acc, c: F.greatest(acc, c["count"] / F.coalesce(F.element_at(caps, c["event"]), F.lit(1.0))))
-                  .alias("cap_ratio"))
+    xs = x.crossJoin(F.broadcast(fs)).select(
+        "*", F.transform(F.filter("counts", lambda c: ~F.array_contains(vocab, c["event"])),
+                         lambda c: c["event"]).alias("unseen"),
+        s_here.alias("_s"), f_here.alias("_f"), vector_key(s_here).alias("_skey"), vector_key(f_here).alias("_fkey"),
+        F.aggregate(f_here, F.lit(0.0).cast("double"),
+                    lambda acc, c: F.greatest(acc, c["count"] / F.coalesce(F.element_at(caps, c["event"]), F.lit(1.0))))
+        .alias("cap_ratio"))
     s_p, f_p = _split(F.col("counts"), free)
-    pats = patterns.select(s_p.alias("_ps"), f_p.alias("_pf"), vector_key(s_p).alias("_skey"), "sessions")
-    structures = pats.groupBy("_skey").agg(F.sum("sessions").alias("support"), F.first("_ps").alias("_ps"))
-    xs = xs.join(F.broadcast(structures.select("_skey", "support")), "_skey", "left") \
+    pats = (patterns.crossJoin(F.broadcast(fs))
+            .select("free_share", s_p.alias("_ps"), f_p.alias("_pf"), vector_key(s_p).alias("_skey"), "sessions"))
+    structures = pats.groupBy("free_share", "_skey").agg(F.sum("sessions").alias("support"), F.first("_ps").alias("_ps"))
+    keys = ["free_share", "_skey"]
+    xs = xs.join(F.broadcast(structures.select(*keys, "support")), keys, "left") \
         .withColumn("support", F.coalesce("support", F.lit(0)).cast("long"))
     # the free-count distance to the nearest normal session of the same, rare structure
-    rare = xs.where((F.col("support") > 0) & (F.col("support") < MAX_MIN_SUPPORT)).select("_skey", "_fkey", "_f").distinct()
-    near = (rare.join(pats.select("_skey", "_pf"), "_skey").withColumn("_d", _l1(F.col("_f"), F.col("_pf")))
-            .groupBy("_skey", "_fkey").agg(F.min("_d").alias("d_free"), F.min_by("_pf", "_d").alias("nearest_free")))
-    xs = xs.join(near, ["_skey", "_fkey"], "left")
+    rare = xs.where((F.col("support") > 0) & (F.col("support") < MAX_MIN_SUPPORT)).select(*keys, "_fkey", "_f").distinct()
+    near = (rare.join(F.broadcast(pats.select(*keys, "_pf")), keys).withColumn("_d", _l1(F.col("_f"), F.col("_pf")))
+            .groupBy(*keys, "_fkey").agg(F.min("_d").alias("d_free"), F.min_by("_pf", "_d").alias("nearest_free")))
+    xs = xs.join(near, [*keys, "_fkey"], "left")
     if with_reasons:  # the nearest normal structure of a structure no normal session has
-        unknown = xs.where(F.col("support") == 0).select("_skey", "_s").distinct()
-        cand = unknown.crossJoin(F.broadcast(structures.select("_ps"))).withColumn("_d", _l1(F.col("_s"), F.col("_ps")))
-        nearest = cand.groupBy("_skey").agg(F.min_by("_ps", "_d").alias("nearest_structure"))
-        xs = xs.join(nearest, "_skey", "left")
+        unknown = xs.where(F.col("support") == 0).select(*keys, "_s").distinct()
+        cand = (unknown.join(F.broadcast(structures.select("free_share", "_ps")), "free_share")
+                .withColumn("_d", _l1(F.col("_s"), F.col("_ps"))))
+        nearest = cand.groupBy(*keys).agg(F.min_by("_ps", "_d").alias("nearest_structure"))
+        xs = xs.join(nearest, keys, "left")
     else:
         xs = xs.withColumn("nearest_structure", F.lit(None).cast("array<struct<event:int,count:int>>"))
-    return xs.drop("_skey", "_fkey")
+    return xs.drop("_skey", "_fkey", "_free")
 
 
 def decide(model: CountModel) -> tuple[Column, Column]:

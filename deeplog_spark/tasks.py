@@ -128,7 +128,7 @@ TASKS: dict[str, Task] = {
                    "<artifacts_root>/online/update_log.json", _online, ("model", "normal_blocks")),
     "generate": Task("write a SYNTHETIC full-size workload resampled from the real sample (--gen_blocks)",
                      "<gen_out>/Event_traces.csv/, anomaly_label.csv/, GENERATED.md", _generate),
-    "full-pipeline": Task("ingest -> windows -> both -> detect -> eval -> visual",
+    "full-pipeline": Task("ingest -> both -> detect -> eval -> visual",
                           "all of the above", _full),
 }
 

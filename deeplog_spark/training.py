@@ -253,13 +253,12 @@ def calibrate(spark: SparkSession, cfg: Config, run_id: str) -> dict:
             by_seq.setdefault(tuple(r["events"]), []).append(r)
         patterns = count_patterns(spark, cfg, run_id)
         seqs = with_counts(spark.createDataFrame([(list(e),) for e in by_seq], "events array<int>"))
+        feats = Q.features(seqs, patterns, bundle.count, Q.FREE_SHARES).select(
+            "events", "free_share", "unseen", "support", "d_free", "cap_ratio").collect()  # distinct seqs x shares
         count_records = [
-            {"row": r["row"], "free_share": share, "normal": r["normal"], "anomalous": r["anomalous"],
+            {"row": r["row"], "free_share": f["free_share"], "normal": r["normal"], "anomalous": r["anomalous"],
              "unseen": len(f["unseen"]) > 0, "support": f["support"], "d_free": f["d_free"], "cap_ratio": f["cap_ratio"]}
-            for share in Q.FREE_SHARES
-            for f in Q.features(seqs, patterns, bundle.count, share).select("events", "unseen", "support", "d_free",
-                                                                          "cap_ratio").collect()
-            for r in by_seq[tuple(f["events"])]]
+            for f in feats for r in by_seq[tuple(f["events"])]]
         grid = {"min_support": Q.MIN_SUPPORTS, "slack": Q.SLACKS, "cap_factor": Q.CAP_FACTORS}
         knobs, f1, decision = C.choose_count_knobs(count_records, grid)
         model = bundle.count.with_knobs(**knobs)

@@ -22,8 +22,8 @@ from deeplog_spark.tables import read_table
 
 from conftest import REPO, copy_tables, submit, summary_of
 
-pytestmark = pytest.mark.skipif(os.environ.get("DEEPLOG_CLUSTER_TESTS") != "1",
-                                reason="multi-JVM cluster tests run with `make test-cluster` (DEEPLOG_CLUSTER_TESTS=1)")
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(os.environ.get("DEEPLOG_CLUSTER_TESTS") != "1",
+                                reason="multi-JVM cluster tests run with `make test-cluster` (DEEPLOG_CLUSTER_TESTS=1)")]
 
 #: Columns that record when a row was written, not what it says.
 WHEN = ("ingested_at", "evaluated_at")

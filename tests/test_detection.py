@@ -135,7 +135,7 @@ def test_predictions_hold_the_anomalous_sessions_by_default(spark, detect_cfg):
     stats = run_detect(spark, detect_cfg)
     preds = read_table(spark, detect_cfg.table_path(schemas.PREDICTIONS))
     v = read_table(spark, detect_cfg.table_path(schemas.VERDICTS))
-    flagged = {r.block_id for r in v.where("anomalous OR deeplog_anomalous").collect()}
+    flagged = {r.block_id for r in v.where("anomalous").collect()}
     assert {r.block_id for r in preds.select("block_id").distinct().collect()} == flagged
     n = {r.block_id: r.n_windows for r in v.collect()}
     assert preds.count() == sum(n[b] for b in flagged) and stats["sessions"] == v.count() == len(_sessions())
@@ -232,6 +232,7 @@ def test_distinct_sequence_scoring_equals_a_per_window_reference(spark, cfg):
                 (r["n"], r["max"], r["over"], r["first"]), b
             assert got.deeplog_anomalous == (r["max"] > 3)
         preds = read_table(spark, c.table_path(schemas.PREDICTIONS)).where(F.col("run_id") == run).collect()
+        # this run has no calibration: its fused rule is DeepLog's key rule at g, so it flags what the reference does
         assert {p.block_id for p in preds} == {b for b, r in ref.items() if r["max"] > 3}
         for p in preds:
             window, nxt, rank, score = ref[p.block_id]["windows"][p.position]

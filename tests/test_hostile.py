@@ -156,6 +156,7 @@ def _run(args, tmp_path, env_extra=None):
     return subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_unusual_failures_end_in_one_error_line_without_a_traceback(tmp_path):
     """Failures nobody listed: a truncated .gz, a templates path that is a folder, a table's data
     file overwritten with junk. Each: exit code != 0, one `error:` line naming the cause, no Python
@@ -180,6 +181,7 @@ def test_unusual_failures_end_in_one_error_line_without_a_traceback(tmp_path):
     assert "Traceback" in (tmp_path / "logs" / "deeplog.log").read_text()  # the full story is in the log
 
 
+@pytest.mark.slow
 def test_under_spark_submit_the_error_line_is_on_stderr(tmp_path):
     res = _run(["./spark-submit.sh", "--task", "detect", "--model", "nosuch", "--artifacts_root", str(tmp_path)],
                tmp_path, {"SPARK_MASTER": "local[1]", "SPARK_LOCAL_IP": "127.0.0.1"})

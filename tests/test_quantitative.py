@@ -44,7 +44,7 @@ def _decide(spark, fitted, sessions, **knobs):
     model = model.with_knobs(**{"free_share": 0.3, "min_support": 5, "slack": 1, **knobs})
     x = _df(spark, sessions).select("events", Q.count_vector(F.col("events")).alias("counts"))
     anomalous, score = Q.decide(model)
-    rows = Q.features(x, patterns, model, model.free_share, with_reasons=True).select(
+    rows = Q.features(x, patterns, model, [model.free_share], with_reasons=True).select(
         "events", anomalous.alias("a"), score.alias("s"), Q.reason(model, {7: "writeBlock exception"}).alias("r")).collect()
     return {tuple(r.events): (r.a, r.s, r.r) for r in rows}
 

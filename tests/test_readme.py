@@ -14,13 +14,24 @@ def test_readme_has_sql_examples():
     assert len(SQL_BLOCKS) >= 4
 
 
+pytestmark = pytest.mark.slow  # reads the session's spark-submit run
+
+
 @pytest.fixture(scope="module")
-def built_tables(full_run):
-    """Every table the README queries: the session's full pipeline run (with one rejected row)."""
+def built_tables(spark, full_run, tmp_path_factory):
+    """Every table the README queries: a copy of the session's full pipeline run (with one rejected
+    row), plus the windows table the README's windows query reads (``--task windows``)."""
+    import shutil
+
+    from deeplog_spark.pipeline import run_windows
+
     cfg, summary, _, _ = full_run
     counts = summary["ingest"]
     assert (counts["trace_rows"], counts["traces"], counts["trace_rejects"]) == (3001, 3000, 1)
-    return Path(cfg.tables_root).resolve()
+    root = tmp_path_factory.mktemp("readme") / "wh"
+    shutil.copytree(cfg.tables_root, root)
+    run_windows(spark, cfg.replace(tables_root=str(root)))
+    return root.resolve()
 
 
 @pytest.mark.parametrize("sql", SQL_BLOCKS, ids=[f"block{i}" for i in range(len(SQL_BLOCKS))])

@@ -24,6 +24,8 @@ from deeplog_spark.training import run_train
 
 from conftest import REPO, SAMPLE, copy_tables
 
+pytestmark = pytest.mark.slow  # spark-submit or jobs/run.py: JVMs of their own
+
 
 def _start(args: list[str], log_path: Path) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if k != "PYSPARK_GATEWAY_PORT"}

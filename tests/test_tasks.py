@@ -23,6 +23,8 @@ from deeplog_spark.tables import read_table
 
 from conftest import REPO
 
+pytestmark = pytest.mark.slow  # spark-submit or jobs/run.py: JVMs of their own
+
 
 def _run(args, env_extra=None, timeout=900):
     env = {**os.environ, **(env_extra or {})}
@@ -33,8 +35,8 @@ def _run(args, env_extra=None, timeout=900):
 def test_full_pipeline_through_spark_submit(full_run):
     cfg, summary, out, _ = full_run
     assert summary["ingest"]["traces"] == 3000 and summary["ingest"]["trace_rejects"] == 1  # blk_extra: E77
-    assert summary["windows"]["windows"] == sum(summary["windows"]["splits"].values()) > 3000
-    for stage_name in ("ingest", "windows", "train", "detect", "evaluate", "visual"):
+    assert "windows" not in summary  # the models build their windows from the traces
+    for stage_name in ("ingest", "train", "detect", "evaluate", "visual"):
         assert f"stage {stage_name}: done" in out, stage_name
     assert "key epoch 3/3" in out and " eta " in out  # per-epoch progress lines with ETA
     assert "calibration on val" in out and summary["train"]["calibration"]["fused"]["members"]

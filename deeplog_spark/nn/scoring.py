@@ -119,37 +119,88 @@ class ValueScorer:
         inside = (e > 0) & (e < len(self.known))
         return np.where(inside & self.known[np.where(inside, e, 0)], e, 0)  # unknown events: padding
 
+    def _pieces(self, lengths: np.ndarray) -> tuple[np.ndarray, ...]:
+        """(session, start, first, length) of every chunk (:func:`chunk_starts`), vectorised for the
+        sessions that fit in one chunk (nearly all), looped for the long ones."""
+        short = np.where(lengths <= self.chunk)[0]
+        parts = [(short, np.zeros_like(short), np.ones_like(short), lengths[short])]
+        for i in np.where(lengths > self.chunk)[0]:
+            starts = chunk_starts(int(lengths[i]), self.chunk, self.context)
+            st = np.array([a for a, _ in starts])
+            parts.append((np.full(len(st), i), st, np.array([b for _, b in starts]),
+                          np.minimum(self.chunk, lengths[i] - st)))
+        return tuple(np.concatenate([p[k] for p in parts]) for k in range(4))
+
     @torch.inference_mode()
+    def score_flat(self, events: list, intervals: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(residual, expected seconds, offsets): flat arrays over every step of every session
+        (session i is ``[offsets[i], offsets[i+1])``), NaN where nothing is predicted (step 0, and
+        every step of a session without intervals)."""
+        lengths = np.array([0 if iv is None else len(e) for e, iv in zip(events, intervals)], dtype=np.int64)
+        offsets = np.concatenate([[0], np.cumsum(lengths)])
+        total = int(offsets[-1])
+        resid = np.full(total, np.nan, np.float32)
+        expected = np.full(total, np.nan, np.float32)
+        if total == 0:
+            return resid, expected, offsets
+        ev = self._ids(np.concatenate([np.asarray(e) for e, n in zip(events, lengths) if n]))
+        z = log_intervals(np.concatenate([np.asarray(iv, dtype=np.float64) for iv, n in zip(intervals, lengths) if n]),
+                          self.mean, self.std)
+        sess, start, first, plen = self._pieces(lengths)
+        keep = plen >= 2
+        sess, start, first, plen = sess[keep], start[keep], first[keep], plen[keep]
+        order = np.argsort(plen, kind="stable")  # similar lengths together: little padding
+        for s in range(0, len(order), self.batch_size):
+            part = order[s:s + self.batch_size]
+            width = int(plen[part].max())
+            cols = np.arange(width)
+            base = offsets[sess[part]] + start[part]
+            valid = cols[None, :] < plen[part][:, None]
+            idx = np.where(valid, base[:, None] + cols[None, :], 0)
+            mean, logvar = self.model(torch.from_numpy(np.where(valid, ev[idx], 0)),
+                                      torch.from_numpy(np.where(valid, z[idx], 0.0).astype(np.float32)))
+            r = ((torch.from_numpy(np.where(valid, z[idx], 0.0).astype(np.float32))[:, 1:] - mean).abs()
+                 * torch.exp(-0.5 * logvar)).numpy()
+            x = np.expm1(mean.numpy().astype(np.float64) * self.std + self.mean)
+            # output j predicts local step j+1; a chunk's steps first.. are its own
+            target = cols[None, 1:] >= first[part][:, None]
+            target &= valid[:, 1:]
+            flat = idx[:, 1:][target]
+            resid[flat] = r[target]
+            expected[flat] = x[target]
+        return resid, expected, offsets
+
     def score(self, events: list, intervals: list) -> list[dict]:
         """Per session: ``residuals`` (float32, NaN at step 0), ``expected`` (seconds, NaN at step 0)."""
-        pieces = []  # (session, start, first, events, z)
-        prepared = []
-        for i, (ev, iv) in enumerate(zip(events, intervals)):
-            ev, z = self._ids(ev), log_intervals(iv, self.mean, self.std)
-            prepared.append(len(ev))
-            for start, first in chunk_starts(len(ev), self.chunk, self.context):
-                pieces.append((i, start, first, ev[start:start + self.chunk], z[start:start + self.chunk]))
-        out = [{"residuals": np.full(n, np.nan, np.float32), "expected": np.full(n, np.nan, np.float32)}
-               for n in prepared]
-        pieces.sort(key=lambda p: len(p[3]))  # similar lengths together: little padding
-        for s in range(0, len(pieces), self.batch_size):
-            part = pieces[s:s + self.batch_size]
-            width = len(part[-1][3])
-            if width < 2:
-                continue
-            ev = np.zeros((len(part), width), np.int64)
-            z = np.zeros((len(part), width), np.float32)
-            for j, p in enumerate(part):
-                ev[j, :len(p[3])], z[j, :len(p[4])] = p[3], p[4]
-            mean, logvar = self.model(torch.from_numpy(ev), torch.from_numpy(z))
-            sd = torch.exp(0.5 * logvar)
-            resid = ((torch.from_numpy(z[:, 1:]) - mean).abs() / sd).numpy()
-            expected = np.expm1(mean.numpy().astype(np.float64) * self.std + self.mean)
-            for j, (sess, start, first, pe, _) in enumerate(part):
-                m = len(pe)
-                if m < 2:
-                    continue
-                lo = first  # local step `lo` is predicted by output lo - 1
-                out[sess]["residuals"][start + lo:start + m] = resid[j, lo - 1:m - 1]
-                out[sess]["expected"][start + lo:start + m] = expected[j, lo - 1:m - 1]
+        resid, expected, offsets = self.score_flat(events, intervals)
+        return [{"residuals": resid[a:b], "expected": expected[a:b]} for a, b in zip(offsets[:-1], offsets[1:])]
+
+    def summarise(self, events: list, intervals: list, threshold: float) -> dict[str, np.ndarray | list]:
+        """Per session: the largest residual, its step, the interval there and the expected one, and
+        the first step whose residual exceeds ``threshold`` (-1 / NaN where there is none)."""
+        resid, expected, offsets = self.score_flat(events, intervals)
+        n = len(offsets) - 1
+        out = {"max": np.full(n, np.nan, np.float32), "position": np.full(n, -1, np.int64),
+               "expected": np.full(n, np.nan), "first_over": np.full(n, -1, np.int64),
+               "interval": np.full(n, np.nan), "residuals": resid, "offsets": offsets}
+        known = np.where(np.isfinite(resid))[0]
+        if len(known) == 0:
+            return out
+        session = np.searchsorted(offsets, known, side="right") - 1
+        values = resid[known]
+        order = np.lexsort((known, -values, session))  # per session: the largest first, then the earliest
+        firsts = np.unique(session[order], return_index=True)[1]
+        best = known[order[firsts]]
+        s = session[order[firsts]]
+        out["max"][s], out["position"][s] = resid[best], best - offsets[s]
+        out["expected"][s] = expected[best]
+        flat_iv = np.concatenate([np.asarray(iv, dtype=np.float64) if iv is not None and len(iv) else np.zeros(0)
+                                  for iv in intervals]) if len(intervals) else np.zeros(0)
+        if len(flat_iv) == len(resid):
+            out["interval"][s] = flat_iv[best]
+        over = known[values > threshold]
+        if len(over):
+            so = np.searchsorted(offsets, over, side="right") - 1
+            u, first = np.unique(so, return_index=True)
+            out["first_over"][u] = over[first] - offsets[u]
         return out

@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: run test test-cluster venv ingest ingest-raw windows train train-key train-value detect evaluate visualize finetune generate full-pipeline \
+.PHONY: run test test-extended venv ingest ingest-raw windows train train-key train-value detect evaluate visualize finetune generate full-pipeline \
         bench clean-tables clean-models
 
 $(VENV)/.installed: requirements.txt requirements-petastorm.txt pyproject.toml
@@ -26,9 +26,10 @@ run: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(PY) -m pytest -q tests $(PYTEST_ARGS)
 
-## test-cluster: the multi-JVM tests (local-cluster pipeline, standalone master + worker), ~5 min; CI runs them too
-test-cluster: $(VENV)/.installed
-	DEEPLOG_CLUSTER_TESTS=1 $(PY) -m pytest -q tests/test_cluster.py $(PYTEST_ARGS)
+## test-extended: the tests that start JVMs to kill or break them, or several at once (crash and resume,
+## failures at the last line of defence, local-cluster and standalone clusters), ~10 min; CI runs them after `make test`
+test-extended: $(VENV)/.installed
+	$(PY) -m pytest -q -m extended tests $(PYTEST_ARGS)
 
 ## Tasks of the task CLI (`./spark-submit.sh --help`); extra flags go in ARGS, e.g.
 ##   make train-key ARGS="--epochs 30 --lr 0.001 --batch_size 256"

@@ -126,23 +126,18 @@ def run_job(prog: str, description: str, fn: Callable[[SparkSession, Config, dic
 
 
 #: URL schemes of filesystems every node of a cluster sees.
-SHARED_SCHEMES = ("dbfs:", "s3:", "s3a:", "s3n:", "abfs:", "abfss:", "wasb:", "wasbs:", "gs:", "hdfs:", "viewfs:")
-
-
 def check_storage(cfg: Config, master: str) -> None:
     """On a multi-node cluster with training on the executors (``local_mode = false``), the run
     folders and the Petastorm cache under ``artifacts_root`` must be on storage every node sees.
 
-    Raises ConfigError naming the key unless ``artifacts_root`` is a shared filesystem URL
-    (``dbfs:/``, ``s3a://``, ``abfss://``, ``hdfs://``...) or ``shared_storage = true`` declares a
-    shared mount (NFS). ``local[...]`` and ``local-cluster[...]`` masters share the local disk.
+    Raises ConfigError naming the key unless ``shared_storage = true`` declares ``artifacts_root``
+    a mount every node sees (NFS, Databricks' ``/dbfs/...``). ``local[...]`` and
+    ``local-cluster[...]`` masters share the local disk. (``artifacts_root`` is always a path:
+    :mod:`deeplog_spark.config` refuses URLs, which Python's file APIs would write as local folders.)
     """
-    if cfg.local_mode or master.startswith("local"):
-        return
-    root = cfg.artifacts_root.strip().lower()
-    if root.startswith(SHARED_SCHEMES) or cfg.shared_storage:
+    if cfg.local_mode or master.startswith("local") or cfg.shared_storage:
         return
     raise ConfigError(
         f"artifacts_root={cfg.artifacts_root!r} is a path on the driver's disk, but with master {master} and "
-        "local_mode=false the training ranks run on the executors and read and write there: set artifacts_root "
-        "to a shared filesystem URL (dbfs:/, s3a://, abfss://, hdfs://) or, for a shared mount, shared_storage=true")
+        "local_mode=false the training ranks run on the executors and read and write there: put artifacts_root "
+        "on a mount every node sees (NFS, /dbfs/... on Databricks) and set shared_storage=true")

@@ -31,6 +31,8 @@ SPLITS = ("train", "val", "test")
 SCHEDULES = ("onecycle", "plateau", "constant")
 #: The largest window length h (a window is an LSTM pass of h steps; more is a typo, not a model).
 MAX_H = 1000
+#: A URL scheme (``s3a:``, ``dbfs:``): Spark reads and writes tables there; Python's file APIs cannot.
+URL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:")
 
 
 __all__ = ["Config", "ConfigError", "SPLITS", "NAME_RE", "parse_overrides", "pop_option", "valid_name"]
@@ -188,7 +190,7 @@ class Config:
         """
         if not name or not name.replace("_", "").isalnum():
             raise ConfigError(f"invalid table name {name!r}: use letters, digits and '_'")
-        if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:", self.tables_root):
+        if URL_RE.match(self.tables_root):
             return self.tables_root.rstrip("/") + "/" + name
         return os.path.join(os.path.abspath(self.tables_root), name)
 
@@ -324,6 +326,10 @@ def _validate(cfg: Config) -> None:
            "use letters, digits, '.', '_' and '-' (max 64, no '..')")
     for key in ("event_traces", "templates", "tables_root", "artifacts_root", "master"):
         _check(bool(getattr(cfg, key).strip()), key, getattr(cfg, key), "must not be empty")
+    # run folders are written with Python's file APIs: a URL would become a local folder named after it
+    _check(not URL_RE.match(cfg.artifacts_root.strip()), "artifacts_root", cfg.artifacts_root,
+           "must be a filesystem path, not a URL: run folders are written with Python's file APIs (on Databricks "
+           "use the /dbfs/... mount; on a cluster, a mount every node sees, with shared_storage = true)")
 
 
 def parse_overrides(argv: Sequence[str]) -> dict[str, str]:

@@ -74,7 +74,7 @@ def full_run(tmp_path_factory):
 
     Input: the embedded sample plus a file with one bad row (so every table has rows, rejects
     too). Returns (cfg, summary, driver output, root). The task CLI, README SQL, crash and
-    cluster tests read its tables; none rewrites them.
+    cluster tests read its tables; a test that writes takes ``own_full_run``, a copy.
     """
     root = tmp_path_factory.mktemp("full_run")
     inputs = root / "traces"
@@ -87,6 +87,17 @@ def full_run(tmp_path_factory):
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     cfg = Config.load(overrides={**over, "shuffle_partitions": 2})
     return cfg, summary_of(res.stdout), res.stdout + res.stderr, root
+
+
+@pytest.fixture
+def own_full_run(full_run, tmp_path):
+    """``full_run`` with its tables and model runs copied under the test's own tmp_path: for tests
+    that write (new detections, new model versions), so the shared run stays as the job left it."""
+    cfg, summary, out, root = full_run
+    shutil.copytree(cfg.tables_root, tmp_path / "wh")
+    shutil.copytree(cfg.artifacts_root, tmp_path / "art")
+    own = cfg.replace(tables_root=str(tmp_path / "wh"), artifacts_root=str(tmp_path / "art"))
+    return own, summary, out, root
 
 
 def copy_tables(src: Config, dst: Config, *names: str) -> None:

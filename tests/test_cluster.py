@@ -4,7 +4,7 @@ The main pipeline runs through ``spark-submit.sh`` on a local-cluster master: ev
 of two executor JVMs, training as TorchDistributor barrier tasks on the executors
 (``local_mode=false``, two ranks). Its tables must be those of the session's local[2] run
 (``full_run``, same input). These start several JVMs on two cores (~5 minutes), so they run
-with ``make test-cluster`` (``DEEPLOG_CLUSTER_TESTS=1``), which CI runs after ``make test``.
+with ``make test-extended``, which CI runs after ``make test``.
 """
 
 import os
@@ -22,8 +22,7 @@ from deeplog_spark.tables import read_table
 
 from conftest import REPO, copy_tables, submit, summary_of
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(os.environ.get("DEEPLOG_CLUSTER_TESTS") != "1",
-                                reason="multi-JVM cluster tests run with `make test-cluster` (DEEPLOG_CLUSTER_TESTS=1)")]
+pytestmark = [pytest.mark.slow, pytest.mark.extended]  # several JVMs at once: `make test-extended`
 
 #: Columns that record when a row was written, not what it says.
 WHEN = ("ingested_at", "evaluated_at")

@@ -124,6 +124,7 @@ def test_a_template_with_regex_escapes_matches_literally(spark, cfg, tmp_path):
 @pytest.mark.parametrize("over, message", [
     ({"ingest_batch": "a..b"}, "ingest_batch='a..b' is out of range"),
     ({"h": 100_000}, "h=100000 is out of range: must be <= 1000"),
+    ({"artifacts_root": "s3a://bucket/deeplog"}, "artifacts_root='s3a://bucket/deeplog'.*not a URL.*/dbfs"),
 ])
 def test_names_and_sizes_are_checked_at_the_boundary(over, message):
     with pytest.raises(ConfigError, match=message):
@@ -140,13 +141,13 @@ def test_a_plain_parquet_folder_is_not_taken_for_a_table(spark, cfg):
 
 def test_multi_node_runs_need_shared_storage_for_artifacts():
     cfg = Config.load(overrides={"local_mode": False, "artifacts_root": "/tmp/artifacts"})
-    with pytest.raises(ConfigError, match="artifacts_root='/tmp/artifacts'.*shared filesystem URL"):
+    with pytest.raises(ConfigError, match="artifacts_root='/tmp/artifacts'.*mount every node sees.*shared_storage=true"):
         check_storage(cfg, "spark://10.0.0.5:7077")
+    with pytest.raises(ConfigError, match="artifacts_root"):
+        check_storage(cfg, "yarn")
     check_storage(cfg, "local[4]")  # one machine: fine
     check_storage(cfg, "local-cluster[2,1,1024]")
-    check_storage(cfg.replace(artifacts_root="s3a://bucket/deeplog"), "yarn")
-    check_storage(cfg.replace(artifacts_root="dbfs:/deeplog"), "spark://10.0.0.5:7077")
-    check_storage(cfg.replace(shared_storage=True), "spark://10.0.0.5:7077")  # an NFS mount, declared
+    check_storage(cfg.replace(shared_storage=True), "spark://10.0.0.5:7077")  # an NFS or /dbfs mount, declared
     check_storage(cfg.replace(local_mode=True), "spark://10.0.0.5:7077")  # ranks on the driver
 
 
@@ -157,6 +158,7 @@ def _run(args, tmp_path, env_extra=None):
 
 
 @pytest.mark.slow
+@pytest.mark.extended
 def test_unusual_failures_end_in_one_error_line_without_a_traceback(tmp_path):
     """Failures nobody listed: a truncated .gz, a templates path that is a folder, a table's data
     file overwritten with junk. Each: exit code != 0, one `error:` line naming the cause, no Python
@@ -182,6 +184,7 @@ def test_unusual_failures_end_in_one_error_line_without_a_traceback(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.extended
 def test_under_spark_submit_the_error_line_is_on_stderr(tmp_path):
     res = _run(["./spark-submit.sh", "--task", "detect", "--model", "nosuch", "--artifacts_root", str(tmp_path)],
                tmp_path, {"SPARK_MASTER": "local[1]", "SPARK_LOCAL_IP": "127.0.0.1"})

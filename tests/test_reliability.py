@@ -24,7 +24,7 @@ from deeplog_spark.training import run_train
 
 from conftest import REPO, SAMPLE, copy_tables
 
-pytestmark = pytest.mark.slow  # spark-submit or jobs/run.py: JVMs of their own
+pytestmark = [pytest.mark.slow, pytest.mark.extended]  # jobs/run.py JVMs, killed: `make test-extended`
 
 
 def _start(args: list[str], log_path: Path) -> subprocess.Popen:

@@ -88,8 +88,8 @@ def test_workflow_graph_counts_and_red_edges(spark, full_run):
     assert (width, height) == (1900, 1000)
 
 
-def test_online_update_does_not_raise_val_false_positives(spark, full_run):
-    cfg, summary, _, _ = full_run
+def test_online_update_does_not_raise_val_false_positives(spark, own_full_run):
+    cfg, summary, _, _ = own_full_run
     parent = summary["train"]["run_id"]
     from deeplog_spark.online import key_flagged
 
@@ -162,8 +162,8 @@ def test_online_without_verdicts_or_with_a_bad_model_is_a_clear_error(spark, ful
         tasks.run(spark, cfg, {"task": "key", "model": summary["train"]["run_id"]})
 
 
-def test_detect_task_with_new_thresholds_adds_rows(spark, full_run):
-    cfg, summary, _, _ = full_run
+def test_detect_task_with_new_thresholds_adds_rows(spark, own_full_run):
+    cfg, summary, _, _ = own_full_run
     stats = tasks.run(spark, cfg.replace(top_g=5), {"task": "detect", "model": summary["train"]["run_id"]})
     assert stats["g"] == 5 and stats["sessions"] == 3000
     gs = {r["g"] for r in read_table(spark, cfg.table_path(schemas.VERDICTS)).select("g").distinct().collect()}

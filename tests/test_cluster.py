@@ -56,8 +56,8 @@ def test_pipeline_on_local_cluster_matches_local_and_trains_on_executors(spark, 
     summary = summary_of(res.stdout)
     cluster = Config.load(overrides={"tables_root": wh, "artifacts_root": art})
 
-    # the same input gives the same tables as the local[2] run
-    for t in (schemas.TRACES, schemas.WINDOWS, schemas.TEMPLATES, schemas.INGEST_REJECTS):
+    # the same input gives the same tables as the local[2] run (the main job writes no windows table)
+    for t in (schemas.TRACES, schemas.TEMPLATES, schemas.INGEST_REJECTS):
         _same(spark, local.table_path(t), cluster.table_path(t))
 
     # training ran as two ranks on the executors, which ended with the same weights

@@ -125,7 +125,6 @@ def run_job(prog: str, description: str, fn: Callable[[SparkSession, Config, dic
     return 0
 
 
-#: URL schemes of filesystems every node of a cluster sees.
 def check_storage(cfg: Config, master: str) -> None:
     """On a multi-node cluster with training on the executors (``local_mode = false``), the run
     folders and the Petastorm cache under ``artifacts_root`` must be on storage every node sees.

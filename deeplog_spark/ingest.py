@@ -212,11 +212,13 @@ def repeated_header(first_column: str) -> Column:
 def with_repeats(df: DataFrame, key: str) -> DataFrame:
     """``df`` plus ``_dup``: how many rows share the row's ``key`` (1 when it is unique).
 
-    Counted on the key alone and joined back (broadcast: repeated ids are few), so the rows with
-    their event lists are not shuffled and sorted as a window over the key would.
+    Counted on the key alone and joined back, so the rows with their event lists are not shuffled
+    and sorted as a window over the key would. Repeated ids are normally few, and adaptive query
+    execution broadcasts them at run time; no broadcast is forced, since hostile input (a file
+    concatenated with itself) can repeat every id.
     """
     repeated = (df.groupBy(key).agg(F.count(F.lit(1)).alias("_dup")).where(F.col("_dup") > 1))
-    return df.join(F.broadcast(repeated), key, "left").withColumn("_dup", F.coalesce("_dup", F.lit(1)))
+    return df.join(repeated, key, "left").withColumn("_dup", F.coalesce("_dup", F.lit(1)))
 
 
 def first_reason(*pairs: tuple[Column, str]) -> Column:

@@ -1,12 +1,10 @@
 """The README's SQL examples run against freshly built tables (docs that cannot rot)."""
 
 import re
-from pathlib import Path
 
 import pytest
 
 from conftest import REPO
-
 SQL_BLOCKS = re.findall(r"```sql\n(.*?)```", (REPO / "README.md").read_text(), re.S)
 
 

@@ -20,9 +20,11 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from deeplog_spark.errors import ConfigError
 
-#: The repository's default config file (``conf/deeplog.toml`` beside this package). When the
-#: package runs from a zip (spark-submit --py-files), ``./conf/deeplog.toml`` is used instead.
-DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "conf" / "deeplog.toml"
+#: The default config file, shipped inside the package (``conf/deeplog.toml`` of a checkout links
+#: to it); when the package runs from a zip, a copy extracted by :mod:`deeplog_spark.resources`.
+DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent / "resources" / "deeplog.toml"
+#: Input keys whose relative ``data/sample/...`` default falls back to the packaged sample.
+SAMPLE_KEYS = ("event_traces", "anomaly_labels", "templates", "raw_logs")
 #: Environment variable that points to another config file.
 CONFIG_ENV = "DEEPLOG_CONFIG"
 #: Values of the ``split`` column.
@@ -145,6 +147,11 @@ class Config:
         values = _flatten(doc, path)
         for key, raw in (overrides or {}).items():
             values[key] = _coerce(key, raw)
+        from deeplog_spark.resources import sample_input
+
+        for key in SAMPLE_KEYS:  # the embedded sample, also from an installed wheel outside a checkout
+            if isinstance(values.get(key), str):
+                values[key] = sample_input(values[key])
         return cls.from_dict(values, source=str(path))
 
     @classmethod
@@ -198,7 +205,9 @@ class Config:
 def _default_path() -> Path:
     if DEFAULT_CONFIG_PATH.is_file():
         return DEFAULT_CONFIG_PATH
-    return Path.cwd() / "conf" / "deeplog.toml"
+    from deeplog_spark.resources import resource_path
+
+    return resource_path("deeplog.toml") or Path.cwd() / "conf" / "deeplog.toml"
 
 
 # -- helpers ------------------------------------------------------------------------------------

@@ -41,11 +41,10 @@ DELTA_CONF = {
 
 
 def _log4j_conf():
-    """``conf/log4j2.properties`` of the checkout (None when the package runs from elsewhere)."""
-    from pathlib import Path
+    """The packaged ``log4j2.properties`` (``conf/log4j2.properties`` of a checkout links to it)."""
+    from deeplog_spark.resources import resource_path
 
-    path = Path(__file__).resolve().parent.parent / "conf" / "log4j2.properties"
-    return path if path.is_file() else None
+    return resource_path("log4j2.properties")
 
 
 def _under_spark_submit() -> bool:

@@ -2,8 +2,7 @@
 
 import sys
 
-from deeplog_spark import tasks
-from deeplog_spark.cli import run_job
+from deeplog_spark.__main__ import main
 
 if __name__ == "__main__":
-    sys.exit(run_job("run", tasks.description(), tasks.run, options=tasks.OPTIONS))
+    sys.exit(main())

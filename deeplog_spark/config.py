@@ -60,6 +60,8 @@ class Config:
     # [tables]
     tables_root: str = _field("tables", "directory holding the Delta tables")
     artifacts_root: str = _field("tables", "directory for model runs and plots")
+    catalog_schema: str = _field("tables", "also register every table in the session catalog as SCHEMA.<name> (or "
+                                           "CATALOG.SCHEMA.<name>) and read and write it by name; '' = paths only")
     shared_storage: bool = _field("tables", "artifacts_root is a mount every cluster node sees (for local_mode=false)")
     # [split]
     seed: int = _field("split", "seed of the BlockId hash split")
@@ -112,10 +114,18 @@ class Config:
     gen_blocks: int = _field("generate", "blocks to generate")
     gen_anomaly_ratio: float = _field("generate", "share of anomalous blocks")
     gen_timing_share: float = _field("generate", "share of the anomalies that are timing anomalies (a stalled interval)")
+    # [tracking]
+    mlflow: bool = _field("tracking", "log every training run (params, epoch metrics, artifacts, the detector as a "
+                                      "pyfunc model) and its evaluation to MLflow")
+    mlflow_experiment: str = _field("tracking", "MLflow experiment of the training runs")
+    mlflow_model_name: str = _field("tracking", "register the detector under this MLflow model name ('' = log, "
+                                                "do not register)")
     # [spark]
     master: str = _field("spark", "Spark master for plain-python runs")
     shuffle_partitions: int = _field("spark", "spark.sql.shuffle.partitions")
     driver_memory: str = _field("spark", "spark.driver.memory for plain-python runs")
+    metastore_dir: str = _field("spark", "Hive catalog in an embedded Derby metastore (and its warehouse) in this "
+                                         "directory; '' = the session's own catalog")
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -201,6 +211,15 @@ class Config:
             return self.tables_root.rstrip("/") + "/" + name
         return os.path.join(os.path.abspath(self.tables_root), name)
 
+    def table(self, name: str):
+        """The Delta table ``name`` as jobs read and write it: a
+        :class:`deeplog_spark.tables.TableRef` at :meth:`table_path`, named
+        ``<catalog_schema>.<name>`` in the session catalog when ``catalog_schema`` is set."""
+        from deeplog_spark.tables import TableRef
+
+        path = self.table_path(name)
+        return TableRef(path, f"{self.catalog_schema}.{name}" if self.catalog_schema else None)
+
 
 def _default_path() -> Path:
     if DEFAULT_CONFIG_PATH.is_file():
@@ -276,6 +295,9 @@ def _coerce(key: str, raw: Any) -> Any:
     raise ConfigError(f"config key {key}: expected {want.__name__}, got {raw!r}")
 
 
+#: ``catalog_schema``: SCHEMA or CATALOG.SCHEMA.
+SCHEMA_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}(\.[A-Za-z_][A-Za-z0-9_]{0,127})?$")
+
 #: Names that end up in file paths or SQL predicates (batches, run ids): no quotes, slashes or spaces.
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -331,6 +353,8 @@ def _validate(cfg: Config) -> None:
     _check(abs(total - 1.0) < 1e-9, "train_ratio", cfg.train_ratio,
            f"train_ratio + val_ratio + test_ratio must sum to 1 (got {total:g})")
     _check(cfg.train_ratio > 0, "train_ratio", cfg.train_ratio, "must be > 0")
+    _check(cfg.catalog_schema == "" or bool(SCHEMA_RE.match(cfg.catalog_schema)), "catalog_schema", cfg.catalog_schema,
+           "SCHEMA or CATALOG.SCHEMA, each a name of letters, digits and '_' (or '' for path-based tables only)")
     _check(cfg.ingest_batch == "" or valid_name(cfg.ingest_batch), "ingest_batch", cfg.ingest_batch,
            "use letters, digits, '.', '_' and '-' (max 64, no '..')")
     for key in ("event_traces", "templates", "tables_root", "artifacts_root", "master"):

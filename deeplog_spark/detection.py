@@ -173,14 +173,14 @@ def predictions(anomalous: DataFrame, windows: DataFrame, bundle: ModelBundle, g
 
 def templates_map(spark: SparkSession, cfg: Config) -> dict[int, str]:
     """event id -> template text (the templates table is small)."""
-    return {r["event_id"]: r["template"] for r in read_table(spark, cfg.table_path(schemas.TEMPLATES))
+    return {r["event_id"]: r["template"] for r in read_table(spark, cfg.table(schemas.TEMPLATES))
             .select("event_id", "template").collect()}
 
 
 def count_patterns(spark: SparkSession, cfg: Config, run_id: str) -> DataFrame | None:
     """The run's normal count patterns (a few hundred rows: read once, then a local relation that
     every join of the count detector reuses without reading the Delta table again)."""
-    path = cfg.table_path(schemas.COUNT_PATTERNS)
+    path = cfg.table(schemas.COUNT_PATTERNS)
     if not table_exists(spark, path):
         return None
     rows = read_table(spark, path).where(F.col("run_id") == run_id).select("counts", "sessions").collect()
@@ -216,7 +216,7 @@ def run_detect(spark: SparkSession, cfg: Config, model: str | None = None) -> di
         g, k, batch = cfg.top_g, cfg.k_sigma, cfg.ingest_batch
         if g > bundle.classes:
             raise InputError(f"--top_g {g} exceeds the model's {bundle.classes} outputs")
-        traces = read_table(spark, cfg.table_path(schemas.TRACES))
+        traces = read_table(spark, cfg.table(schemas.TRACES))
         if batch:
             traces = traces.where(F.col("ingest_batch") == batch)
             if traces.limit(1).count() == 0:
@@ -225,7 +225,7 @@ def run_detect(spark: SparkSession, cfg: Config, model: str | None = None) -> di
         t0 = time.perf_counter()
         sessions, windows, cached = score_sessions(spark, cfg, bundle, traces, g, k)
         verdicts = _deeplog_evidence(decide(sessions, bundle, g, k), bundle, windows)
-        vpath = cfg.table_path(schemas.VERDICTS)
+        vpath = cfg.table(schemas.VERDICTS)
         replace_where(verdicts.drop("events"), vpath, detection_rows(bundle.run_id, g, k, batch), partition_by=["run_id"])
         mine = read_table(spark, vpath).where(detection_rows(bundle.run_id, g, k, batch))
         counts = mine.agg(F.count(F.lit(1)).alias("sessions"), F.sum(F.col("anomalous").cast("int")).alias("anomalous"),
@@ -236,7 +236,7 @@ def run_detect(spark: SparkSession, cfg: Config, model: str | None = None) -> di
         chosen = mine if cfg.predictions == "all" else mine.where(F.col("anomalous"))
         selected = traces.join(chosen.select("block_id"), "block_id", "left_semi")
         preds = predictions(selected, windows, bundle, g, k, cfg.detect_batch_size)
-        replace_where(preds, cfg.table_path(schemas.PREDICTIONS), detection_rows(bundle.run_id, g, k, batch),
+        replace_where(preds, cfg.table(schemas.PREDICTIONS), detection_rows(bundle.run_id, g, k, batch),
                       partition_by=["run_id"])
         for df in cached:
             df.unpersist()

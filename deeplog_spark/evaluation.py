@@ -158,11 +158,12 @@ def metrics_rows(hist: list, table: dict, g: int, k: float) -> tuple[list[dict],
 def run_evaluate(spark: SparkSession, cfg: Config, model: str | None = None) -> dict:
     """Metrics for the run's verdicts at (top_g, k_sigma): every detector, the fused rule, the baselines."""
     from deeplog_spark.plots import plot_f1_bars, plot_roc
+    from deeplog_spark.report import write_report
 
     with stage("evaluate") as st:
         bundle = ModelBundle(cfg.artifacts_root, model)
         g, k = cfg.top_g, cfg.k_sigma
-        vpath = cfg.table_path(schemas.VERDICTS)
+        vpath = cfg.table(schemas.VERDICTS)
         verdicts = read_table(spark, vpath).where(detection_rows(bundle.run_id, g, k)) if _exists(spark, vpath) else None
         if verdicts is None or verdicts.limit(1).count() == 0:
             raise InputError(f"no verdicts for run {bundle.run_id} at g={g} k={k}: run detect first")
@@ -173,7 +174,7 @@ def run_evaluate(spark: SparkSession, cfg: Config, model: str | None = None) -> 
         metrics_df = spark.createDataFrame(
             [tuple(r.get(f.name) for f in schemas.METRICS_SCHEMA.fields) for r in full], schemas.METRICS_SCHEMA)
         # one evaluation = the verdicts of (run_id, g, k): a re-run replaces its rows, others are kept
-        replace_where(metrics_df, cfg.table_path(schemas.METRICS), _evaluation_rows(bundle.run_id, g, k),
+        replace_where(metrics_df, cfg.table(schemas.METRICS), _evaluation_rows(bundle.run_id, g, k),
                       partition_by=["run_id"])
         out_dir = bundle.dir / "eval"
         stats_path = detection_stats_path(bundle.dir, g, k)
@@ -190,9 +191,35 @@ def run_evaluate(spark: SparkSession, cfg: Config, model: str | None = None) -> 
                 and (m["threshold_source"] != "spec" or m["detector"] == "deeplog")}
         plot_roc(curves, aucs, out_dir / "roc_curve.png")
         plot_f1_bars(summary["metrics"], out_dir / "f1_comparison_bar.png")
+        summary["top_sessions"] = top_sessions(spark, cfg, verdicts)
+        summary["report"] = str(write_report(bundle.dir, summary, summary["top_sessions"]))
+        if cfg.mlflow:
+            from deeplog_spark.tracking import log_evaluation
+
+            summary["mlflow_run_id"] = log_evaluation(bundle.dir, summary["metrics"], out_dir)
         test_fused = next(m for m in rows if m["split"] == "test" and m["detector"] == "fused")
         st.update(run_id=bundle.run_id, fused=",".join(fused_members(bundle, g)), test_f1=round(test_fused["f1"], 4))
     return summary
+
+
+def top_sessions(spark: SparkSession, cfg: Config, verdicts: DataFrame, n: int = 20) -> list[dict]:
+    """The ``n`` most anomalous flagged test sessions (count score, then the key model's surprise),
+    with the template of the event where DeepLog's rule first fired appended to the reason."""
+    from deeplog_spark.detection import templates_map
+
+    cols = ("block_id", "label", "detectors", "reason", "count_score", "max_key_rank", "max_key_score",
+            "first_anomalous_position", "first_anomaly_next_event")
+    rows = [r.asDict() for r in verdicts.where((F.col("split") == "test") & F.col("anomalous")).select(*cols)
+            .orderBy(F.col("count_score").desc_nulls_last(), F.col("max_key_score").desc_nulls_last(), "block_id")
+            .limit(n).collect()]
+    templates = templates_map(spark, cfg) if rows else {}
+    for r in rows:
+        nxt = r.pop("first_anomaly_next_event")
+        if nxt is not None:
+            where = f"key model: next event E{nxt} '{templates.get(nxt, 'unknown template')}' outside the top g"
+            r["reason"] = f"{r['reason']}\n{where}" if r["reason"] else where
+        r["detectors"] = ", ".join(r["detectors"] or []) if isinstance(r["detectors"], list) else r["detectors"]
+    return rows
 
 
 def _exists(spark: SparkSession, path: str) -> bool:

@@ -69,12 +69,15 @@ def stage(name: str, logger: logging.Logger = log) -> Iterator[dict]:
             st["rows"] = df.count()
     """
     global failed_stage
+    from deeplog_spark.progress import SparkProgress
+
     logger.info("stage %s: start", name)
     info: dict = {}
     start = time.perf_counter()
     failed_stage = None
     try:
-        yield info
+        with SparkProgress(name):  # tasks done, rate and ETA while the stage runs
+            yield info
     except Exception:
         logger.error("stage %s: failed after %.1fs", name, time.perf_counter() - start)
         failed_stage = failed_stage or name  # the innermost stage is the one to name

@@ -17,6 +17,9 @@ METRICS = "metrics"
 TEMPLATE_COUNTS = "template_counts"
 #: the normal count patterns of every trained run (the quantitative model), partitioned by run_id
 COUNT_PATTERNS = "count_patterns"
+#: Every table a stage writes (``--task register`` registers the existing ones in the catalog).
+ALL_TABLES = (TEMPLATES, TRACES, INGEST_REJECTS, WINDOWS, PREDICTIONS, VERDICTS, METRICS, TEMPLATE_COUNTS,
+              COUNT_PATTERNS)
 
 #: Event id used to left-pad windows of sessions shorter than h+1; real event ids start at 1.
 PADDING_ID = 0

@@ -108,7 +108,7 @@ def session_counts(verdicts: DataFrame, g: int) -> dict[str, dict[str, int]]:
 
 
 def _verdicts_at(spark: SparkSession, cfg: Config, run_id: str) -> DataFrame:
-    path = cfg.table_path(schemas.VERDICTS)
+    path = cfg.table(schemas.VERDICTS)
     if not table_exists(spark, path):
         raise InputError(f"no verdicts table at {path}: run detect first")
     return read_table(spark, path).where(detection_rows(run_id, cfg.top_g, cfg.k_sigma))
@@ -142,7 +142,7 @@ def plan_update(spark: SparkSession, cfg: Config, model: str | None, normal_bloc
     if before_v.limit(1).count() == 0:
         raise InputError(f"no verdicts for run {parent.run_id} at g={cfg.top_g} k={cfg.k_sigma}: "
                          "run detect with this model and thresholds first")
-    traces = read_table(spark, cfg.table_path(schemas.TRACES))
+    traces = read_table(spark, cfg.table(schemas.TRACES))
     blocks, source = feedback_blocks(spark, cfg, before_v, traces, normal_blocks)
     blocks = blocks.cache()
     sessions = blocks.count()
@@ -172,7 +172,7 @@ def feedback_rows(spark: SparkSession, cfg: Config, plan: Plan, traces: DataFram
     updates on the windows that caused the alarm); otherwise all of its windows."""
     from deeplog_spark.windows import window_rows
 
-    flagged = (read_table(spark, cfg.table_path(schemas.PREDICTIONS))
+    flagged = (read_table(spark, cfg.table(schemas.PREDICTIONS))
                .where(detection_rows(plan.parent.run_id, cfg.top_g, cfg.k_sigma)).where(F.col("key_anomaly"))
                .join(plan.blocks.select("block_id"), "block_id", "left_semi")
                .select("block_id", "window", F.col("y_true").alias("next_event")))
@@ -196,7 +196,7 @@ def fine_tune(spark: SparkSession, cfg: Config, plan: Plan, out_dir: Path) -> tu
     from deeplog_spark.training import distribute, set_petastorm_cache
 
     parent = plan.parent
-    traces = read_table(spark, cfg.table_path(schemas.TRACES))
+    traces = read_table(spark, cfg.table(schemas.TRACES))
     feedback, fb_vocab, flagged = feedback_rows(spark, cfg, plan, traces)
     replay = key_dataset(normal_sessions(traces, "train").join(plan.blocks.select("block_id"), "block_id", "left_anti"),
                          parent.h, parent.start_end)
@@ -242,7 +242,7 @@ def register(spark: SparkSession, cfg: Config, plan: Plan, out_dir: Path, key_su
 
         vmodel, vpayload = load_checkpoint(out_dir / "value_model.pt", expect_task="value")
         save_checkpoint(out_dir / "value_model.pt", "value", vmodel, {**vpayload["extra"], "run_id": plan.new_id})
-    traces = read_table(spark, cfg.table_path(schemas.TRACES))
+    traces = read_table(spark, cfg.table(schemas.TRACES))
     fit_quantitative(spark, cfg, traces, plan.new_id, out_dir)
     calibrate(spark, cfg, plan.new_id)
     parent_run = read_json(plan.parent.dir / "run.json") if (plan.parent.dir / "run.json").is_file() else {}

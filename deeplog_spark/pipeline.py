@@ -37,7 +37,7 @@ def _strict_check(cfg: Config, total: int, rejected: dict[str, int], what: str) 
     if cfg.strict and n:
         reasons = ", ".join(f"{r}={c}" for r, c in sorted(rejected.items()))
         raise InputError(f"strict: {n} of {total} {what} rejected ({reasons}); "
-                         f"see {cfg.table_path(schemas.INGEST_REJECTS)}")
+                         f"see {cfg.table(schemas.INGEST_REJECTS)}")
 
 
 def batch_name(cfg: Config, input_path: str) -> str:
@@ -51,7 +51,7 @@ def batch_name(cfg: Config, input_path: str) -> str:
 def drop_already_ingested(spark: SparkSession, cfg: Config, traces: DataFrame, batch: str, source: str,
                           ingested_at: dt.datetime) -> tuple[DataFrame, DataFrame]:
     """Append mode: (traces of blocks not yet in another batch, reject rows for the others)."""
-    path = cfg.table_path(schemas.TRACES)
+    path = cfg.table(schemas.TRACES)
     if not table_exists(spark, path):
         return traces, spark.createDataFrame([], schemas.INGEST_REJECTS_SCHEMA)
     other = (read_table(spark, path).where(F.coalesce(F.col("ingest_batch"), F.lit("")) != batch)
@@ -79,9 +79,9 @@ def write_ingest(spark: SparkSession, cfg: Config, templates: DataFrame, traces:
     if cfg.append:
         traces, dup = drop_already_ingested(spark, cfg, traces, batch, source, ingested_at)
         rejects = rejects.unionByName(dup)
-    write_table(templates, cfg.table_path(schemas.TEMPLATES))
-    write_batches(traces, cfg.table_path(schemas.TRACES), [batch], cfg.append)
-    write_batches(rejects, cfg.table_path(schemas.INGEST_REJECTS), [batch], cfg.append)
+    write_table(templates, cfg.table(schemas.TEMPLATES))
+    write_batches(traces, cfg.table(schemas.TRACES), [batch], cfg.append)
+    write_batches(rejects, cfg.table(schemas.INGEST_REJECTS), [batch], cfg.append)
 
 
 def _in_batch(df: DataFrame, batch: str) -> DataFrame:
@@ -121,10 +121,10 @@ def run_ingest(spark: SparkSession, cfg: Config, ingested_at: dt.datetime | None
 def _ingest_counts(spark: SparkSession, cfg: Config, res, batch: str) -> dict:
     by_reason = {
         (r["source"], r["reason"]): r["n"]
-        for r in _in_batch(read_table(spark, cfg.table_path(schemas.INGEST_REJECTS)), batch)
+        for r in _in_batch(read_table(spark, cfg.table(schemas.INGEST_REJECTS)), batch)
         .groupBy("source", "reason").agg(F.count(F.lit(1)).alias("n")).collect()
     }
-    traces = _in_batch(read_table(spark, cfg.table_path(schemas.TRACES)), batch)
+    traces = _in_batch(read_table(spark, cfg.table(schemas.TRACES)), batch)
     agg = traces.agg(
         F.count(F.lit(1)).alias("traces"),
         F.sum(F.when(F.col("label") == 1, 1).otherwise(0)).alias("anomalies"),
@@ -187,24 +187,24 @@ def run_ingest_raw(spark: SparkSession, cfg: Config, ingested_at: dt.datetime | 
             write_ingest(spark, cfg, templates, build_traces(sess, labels), rejects, batch, schemas.SOURCE_RAW_LOG,
                          ingested_at)
             write_batches(template_counts(parsed, templates).withColumn("ingest_batch", F.lit(batch)),
-                          cfg.table_path(schemas.TEMPLATE_COUNTS), [batch], cfg.append)
+                          cfg.table(schemas.TEMPLATE_COUNTS), [batch], cfg.append)
             by_reason = {r["reason"]: r["n"] for r in parsed.groupBy("reason").agg(F.count(F.lit(1)).alias("n")).collect()}
         finally:
             parsed.unpersist()
         lines = sum(by_reason.values())
         accepted = by_reason.pop(None, 0)
-        raw_rejected = _in_batch(read_table(spark, cfg.table_path(schemas.INGEST_REJECTS)), batch).where(
+        raw_rejected = _in_batch(read_table(spark, cfg.table(schemas.INGEST_REJECTS)), batch).where(
             F.col("source") == schemas.SOURCE_RAW_LOG)
         stored = raw_rejected.where(F.col("reason") != Reason.BLOCK_ALREADY_INGESTED).count()
         if lines != accepted + stored:
             raise ConservationError(f"log lines {lines} != accepted {accepted} + rejected {stored}")
         already = raw_rejected.where(F.col("reason") == Reason.BLOCK_ALREADY_INGESTED).count()
-        agg = _in_batch(read_table(spark, cfg.table_path(schemas.TRACES)), batch).agg(
+        agg = _in_batch(read_table(spark, cfg.table(schemas.TRACES)), batch).agg(
             F.count(F.lit(1)).alias("blocks"), F.sum("event_count").alias("events"),
             F.sum(F.when(F.col("label") == 1, 1).otherwise(0)).alias("anomalies"),
             F.sum(F.when(F.col("label").isNull(), 1).otherwise(0)).alias("unlabelled")).first()
         per_template = {r["event_key"]: r["lines"] for r in
-                        _in_batch(read_table(spark, cfg.table_path(schemas.TEMPLATE_COUNTS)), batch).collect()
+                        _in_batch(read_table(spark, cfg.table(schemas.TEMPLATE_COUNTS)), batch).collect()
                         if r["lines"]}
         log.info("ingest-raw: lines per template %s", per_template)
         st.update(ingest_batch=batch, lines=lines, accepted_lines=accepted, rejected_lines=stored,
@@ -228,9 +228,9 @@ def run_windows(spark: SparkSession, cfg: Config) -> dict:
     from deeplog_spark.training import vocab_size_of
 
     with stage("windows") as st:
-        traces_path = cfg.table_path(schemas.TRACES)
+        traces_path = cfg.table(schemas.TRACES)
         traces = read_table(spark, traces_path)
-        path = cfg.table_path(schemas.WINDOWS)
+        path = cfg.table(schemas.WINDOWS)
         batches: list[str] = []
         if cfg.append:
             batches = _stale_batches(spark, cfg, traces, path)
@@ -278,6 +278,7 @@ def run_pipeline(spark: SparkSession, cfg: Config) -> dict:
     """
     from deeplog_spark.detection import run_detect
     from deeplog_spark.evaluation import run_evaluate, test_table
+    from deeplog_spark.report import write_report
     from deeplog_spark.training import run_train
     from deeplog_spark.visual import run_visual
 
@@ -289,5 +290,7 @@ def run_pipeline(spark: SparkSession, cfg: Config) -> dict:
     out["evaluate"] = {"fused_rule": evaluation["fused_rule"], "ms_per_window": evaluation["ms_per_window"],
                        "reports": str(Path(out["train"]["run_dir"]) / "eval")}
     out["visual"] = run_visual(spark, cfg, run_id)
+    # again, with the workflow graph that visual drew
+    out["evaluate"]["report"] = str(write_report(Path(out["train"]["run_dir"]), evaluation, evaluation["top_sessions"]))
     out["test_metrics_table"] = test_table(evaluation)
     return out

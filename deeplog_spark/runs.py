@@ -75,6 +75,11 @@ class ModelBundle:
         from deeplog_spark.errors import InputError
         from deeplog_spark.nn.model import load_checkpoint
 
+        from deeplog_spark.tracking import is_model_uri, resolve_model
+
+        self.source = run_id
+        if is_model_uri(run_id):  # runs:/... or models:/...: the run folder from MLflow
+            artifacts_root, run_id = resolve_model(run_id, artifacts_root)
         try:
             self.run_id = resolve_run_id(artifacts_root, run_id)
         except ValueError as exc:  # a malformed --model

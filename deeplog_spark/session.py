@@ -47,6 +47,17 @@ def _log4j_conf():
     return resource_path("log4j2.properties")
 
 
+def metastore_conf(metastore_dir: str) -> dict[str, str]:
+    """Spark settings of a Hive catalog kept in an embedded Derby metastore in ``metastore_dir``
+    (none for ''). Static settings, so they apply when this builder creates the session."""
+    if not metastore_dir:
+        return {}
+    root = os.path.abspath(metastore_dir)
+    return {"spark.sql.catalogImplementation": "hive",
+            "spark.hadoop.javax.jdo.option.ConnectionURL": f"jdbc:derby:;databaseName={root}/metastore_db;create=true",
+            "spark.sql.warehouse.dir": os.path.join(root, "warehouse")}
+
+
 def _under_spark_submit() -> bool:
     # spark-submit starts the JVM first and hands the Python driver its gateway port.
     return "PYSPARK_GATEWAY_PORT" in os.environ
@@ -79,6 +90,7 @@ def build_spark(
     conf["spark.sql.debug.maxToStringFields"] = "200"  # our parse plans are wide; avoids a warning per job
     # Session time zone fixed so timestamps in tables do not depend on the machine.
     conf["spark.sql.session.timeZone"] = "UTC"
+    conf.update(metastore_conf(cfg.metastore_dir))
     if not _under_spark_submit():
         builder = builder.master(master or cfg.master)
         conf["spark.jars.packages"] = delta_package()

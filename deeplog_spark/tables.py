@@ -1,16 +1,53 @@
-"""Delta table I/O: every stage writes whole tables atomically and re-runs replace, never append."""
+"""Delta table I/O: every stage writes whole tables atomically and re-runs replace, never append.
+
+A table is addressed by its location (a path string, the default) or by a :class:`TableRef`,
+which adds a catalog name (``catalog_schema``): the data stays at the location, and the table is
+registered in the session catalog as an external Delta table, read and written by that name.
+Every function works over Spark Connect too: there, table metadata comes from SQL
+(``DESCRIBE DETAIL``/``HISTORY``), not from the JVM-side ``DeltaTable`` API.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import re
 import time
-from typing import Callable, Sequence, TypeVar
+from typing import Callable, Sequence, TypeVar, Union
 
 from pyspark.sql import DataFrame, SparkSession
 
 log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class TableRef:
+    """A Delta table: its location, and its catalog name (``schema.table`` or
+    ``catalog.schema.table``) when it is registered in the session catalog."""
+
+    path: str
+    name: str | None = None
+
+    def __str__(self) -> str:
+        return self.name or self.path
+
+    @property
+    def sql(self) -> str:
+        """The table in SQL: its name, or ``delta.`<path>```."""
+        return self.name or f"delta.`{self.path}`"
+
+
+Table = Union[str, TableRef]
+
+
+def as_ref(table: Table) -> TableRef:
+    return table if isinstance(table, TableRef) else TableRef(str(table))
+
+
+def is_connect(spark: SparkSession) -> bool:
+    """Whether ``spark`` is a Spark Connect session (no JVM in this process, no SparkContext)."""
+    return type(spark).__module__.startswith("pyspark.sql.connect")
 
 T = TypeVar("T")
 #: How often a commit that lost a race to a concurrent writer is retried (with jittered backoff).
@@ -66,7 +103,7 @@ def commit_with_retry(commit: Callable[[], T], what: str, attempts: int = COMMIT
     raise AssertionError("unreachable")
 
 
-def write_table(df: DataFrame, path: str, partition_by: Sequence[str] = ()) -> None:
+def write_table(df: DataFrame, path: Table, partition_by: Sequence[str] = ()) -> None:
     """Replace the Delta table at ``path`` with ``df`` in one commit (a new table version).
 
     Readers see the previous version until the commit lands, and time travel keeps it.
@@ -74,7 +111,7 @@ def write_table(df: DataFrame, path: str, partition_by: Sequence[str] = ()) -> N
     replace_where(df, path, "true", partition_by, whole=True)
 
 
-def write_batches(df: DataFrame, path: str, batches: Sequence[str], append: bool,
+def write_batches(df: DataFrame, path: Table, batches: Sequence[str], append: bool,
                   partition_by: Sequence[str] = ()) -> None:
     """Write ``df`` (rows of the given ingest batches) to the Delta table at ``path``.
 
@@ -85,32 +122,70 @@ def write_batches(df: DataFrame, path: str, batches: Sequence[str], append: bool
     replace_where(df, path, f"ingest_batch IN ({names})", partition_by, whole=not append)
 
 
-def replace_where(df: DataFrame, path: str, cond: str, partition_by: Sequence[str] = (), whole: bool = False) -> None:
-    """Replace the rows matching SQL ``cond`` in the Delta table at ``path`` with ``df`` (one commit).
+def replace_where(df: DataFrame, path: Table, cond: str, partition_by: Sequence[str] = (), whole: bool = False) -> None:
+    """Replace the rows matching SQL ``cond`` in the Delta table ``path`` with ``df`` (one commit).
 
     Creates the table (partitioned by ``partition_by``) when it does not exist; ``whole=True``
     replaces the whole table. Rows outside ``cond`` are kept, so writers of disjoint row sets can
-    commit at the same time: a conflict is retried (:func:`commit_with_retry`).
+    commit at the same time: a conflict is retried (:func:`commit_with_retry`). A named
+    :class:`TableRef` is written by name, and registered first (at its location) when the catalog
+    does not know it yet.
     """
-    refuse_foreign(df.sparkSession, path)
+    ref = as_ref(path)
+    spark = df.sparkSession
+    refuse_foreign(spark, ref.path)
+    if ref.name:
+        register(spark, ref)
 
     def commit() -> None:
-        if whole or not table_exists(df.sparkSession, path):
+        if whole or not table_exists(spark, ref):
             writer = df.write.format("delta").mode("overwrite").option("overwriteSchema", "true")
             writer = writer.partitionBy(*partition_by) if partition_by else writer
         else:
             writer = (df.write.format("delta").mode("overwrite").option("replaceWhere", cond)
                       .option("mergeSchema", "true"))
-        writer.save(path)
+        if ref.name:
+            writer.option("path", ref.path).saveAsTable(ref.name)
+        else:
+            writer.save(ref.path)
 
-    commit_with_retry(commit, path)
+    commit_with_retry(commit, str(ref))
 
 
-def table_exists(spark: SparkSession, path: str) -> bool:
-    """Whether a Delta table exists at ``path``."""
-    from delta.tables import DeltaTable
+def register(spark: SparkSession, ref: TableRef) -> None:
+    """Make ``ref.name`` an external Delta table of the catalog at ``ref.path`` (its schema
+    created when missing); a table already at that location keeps its data and history."""
+    if not ref.name or spark.catalog.tableExists(ref.name):
+        return
+    schema = ref.name.rsplit(".", 1)[0]
+    spark.sql(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+    if _delta_at(spark, ref.path):
+        spark.sql(f"CREATE TABLE IF NOT EXISTS {ref.name} USING DELTA LOCATION '{_sql_str(ref.path)}'")
+        log.info("catalog: registered %s at %s", ref.name, ref.path)
 
-    return DeltaTable.isDeltaTable(spark, path)
+
+def _sql_str(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("'", "\\'")
+
+
+def _delta_at(spark: SparkSession, path: str) -> bool:
+    if not is_connect(spark):
+        from delta.tables import DeltaTable
+
+        return DeltaTable.isDeltaTable(spark, path)
+    try:  # Spark Connect: no JVM-side DeltaTable here; ask the server
+        return spark.sql(f"DESCRIBE DETAIL delta.`{path}`").first()["format"] == "delta"
+    except Exception:  # noqa: BLE001 - AnalysisException (no table, not Delta) in either client
+        return False
+
+
+def table_exists(spark: SparkSession, path: Table) -> bool:
+    """Whether the Delta table exists (by name when it has one, else at its location)."""
+    ref = as_ref(path)
+    if ref.name:
+        register(spark, ref)  # a table written before catalog_schema was set: named now
+        return spark.catalog.tableExists(ref.name)
+    return _delta_at(spark, ref.path)
 
 
 def refuse_foreign(spark: SparkSession, path: str) -> None:
@@ -128,19 +203,23 @@ def refuse_foreign(spark: SparkSession, path: str) -> None:
                          "or choose another tables_root")
 
 
-def read_table(spark: SparkSession, path: str, version: int | None = None) -> DataFrame:
-    """Read the Delta table at ``path`` (optionally an older ``version``)."""
-    if not table_exists(spark, path):
-        refuse_foreign(spark, path)
-        raise FileNotFoundError(f"no Delta table at {path}: run the stage that writes it first")
+def read_table(spark: SparkSession, path: Table, version: int | None = None) -> DataFrame:
+    """Read the Delta table (by name when it has one; optionally an older ``version``)."""
+    ref = as_ref(path)
+    if not table_exists(spark, ref):
+        refuse_foreign(spark, ref.path)
+        raise FileNotFoundError(f"no Delta table {'named ' + ref.name if ref.name else 'at ' + ref.path}: "
+                                "run the stage that writes it first")
+    if ref.name:
+        if version is None:
+            return spark.read.table(ref.name)
+        return spark.sql(f"SELECT * FROM {ref.name} VERSION AS OF {int(version)}")
     reader = spark.read.format("delta")
     if version is not None:
         reader = reader.option("versionAsOf", version)
-    return reader.load(path)
+    return reader.load(ref.path)
 
 
-def table_version(spark: SparkSession, path: str) -> int:
-    """Latest committed version of the Delta table at ``path``."""
-    from delta.tables import DeltaTable
-
-    return DeltaTable.forPath(spark, path).history(1).select("version").first()[0]
+def table_version(spark: SparkSession, path: Table) -> int:
+    """Latest committed version of the Delta table."""
+    return int(spark.sql(f"DESCRIBE HISTORY {as_ref(path).sql} LIMIT 1").first()["version"])

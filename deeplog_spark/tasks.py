@@ -91,6 +91,22 @@ def _full(spark, cfg, opts):
     return summary
 
 
+def _register(spark, cfg, opts):
+    from deeplog_spark.config import ConfigError
+    from deeplog_spark.names import ALL_TABLES
+    from deeplog_spark.tables import register, table_exists
+
+    if not cfg.catalog_schema:
+        raise ConfigError("--task register needs catalog_schema (e.g. --catalog_schema deeplog)")
+    done = {}
+    for name in ALL_TABLES:
+        ref = cfg.table(name)
+        if table_exists(spark, ref.path):
+            register(spark, ref)
+            done[ref.name] = ref.path
+    return {"catalog_schema": cfg.catalog_schema, "registered": done}
+
+
 def _generate(spark, cfg, opts):
     from deeplog_spark.generate import run_generate
 
@@ -126,6 +142,8 @@ TASKS: dict[str, Task] = {
     "online": Task("fine-tune the Key LSTM on false positives (or --normal_blocks), a new model version",
                    "runs/<new run>/ (models, history, online/update_log.json), its predictions and verdicts; "
                    "<artifacts_root>/online/update_log.json", _online, ("model", "normal_blocks")),
+    "register": Task("register the existing tables under tables_root in the catalog as <catalog_schema>.<name>",
+                     "catalog entries (external Delta tables; data and history stay at tables_root)", _register),
     "generate": Task("write a SYNTHETIC full-size workload resampled from the real sample (--gen_blocks)",
                      "<gen_out>/Event_traces.csv/, anomaly_label.csv/, GENERATED.md", _generate),
     "full-pipeline": Task("ingest -> both -> detect -> eval -> visual",
@@ -135,8 +153,9 @@ TASKS: dict[str, Task] = {
 OPTIONS: dict[str, Option] = {
     "task": Option("what to run: " + ", ".join(TASKS), default="full-pipeline", choices=tuple(TASKS),
                    metavar="TASK"),
-    "model": Option("run id to use for detect/eval/visual/online/calibrate (default: the latest trained run)",
-                    metavar="RUN_ID"),
+    "model": Option("model for detect/eval/visual/online/calibrate: a run id, or an MLflow URI runs:/<id>/detector, "
+                    "models:/<name>/<version> or models:/<name>@<alias> (default: the latest trained run)",
+                    metavar="RUN_ID|URI"),
     "normal_blocks": Option("online: file of BlockIds confirmed normal (one per line, or a CSV with a "
                             "BlockId column) instead of the detector's false positives", metavar="FILE"),
 }

@@ -145,9 +145,9 @@ def set_petastorm_cache(spark: SparkSession, cfg: Config) -> None:
 
 def vocab_size_of(spark: SparkSession, cfg: Config) -> int:
     """The largest event id of the templates table: the models' vocabulary is 1..this."""
-    size = read_table(spark, cfg.table_path(schemas.TEMPLATES)).agg(F.max("event_id")).first()[0]
+    size = read_table(spark, cfg.table(schemas.TEMPLATES)).agg(F.max("event_id")).first()[0]
     if not size:
-        raise InputError(f"the templates table {cfg.table_path(schemas.TEMPLATES)} is empty")
+        raise InputError(f"the templates table {cfg.table(schemas.TEMPLATES)} is empty")
     return int(size)
 
 
@@ -199,7 +199,7 @@ def fit_quantitative(spark: SparkSession, cfg: Config, traces: DataFrame, run_id
     patterns = Q.fit_patterns(train_n).persist()
     try:
         replace_where(patterns.select(F.lit(run_id).alias("run_id"), "counts", "sessions"),
-                      cfg.table_path(schemas.COUNT_PATTERNS), f"run_id = '{run_id}'", partition_by=["run_id"])
+                      cfg.table(schemas.COUNT_PATTERNS), f"run_id = '{run_id}'", partition_by=["run_id"])
         model = Q.fit_model(patterns)
         write_json(out_dir / "count_model.json", model.to_json())
         pca_model = pca.fit(spark, patterns)
@@ -230,7 +230,7 @@ def calibrate(spark: SparkSession, cfg: Config, run_id: str) -> dict:
 
     t0 = time.perf_counter()
     bundle = ModelBundle(cfg.artifacts_root, run_id)
-    traces = read_table(spark, cfg.table_path(schemas.TRACES)).where(F.col("split") == "val") \
+    traces = read_table(spark, cfg.table(schemas.TRACES)).where(F.col("split") == "val") \
         .select("block_id", "split", "label", "ingest_batch", "events", "intervals")
     sessions, _, cached = score_sessions(spark, cfg, bundle, traces, cfg.top_g, cfg.k_sigma)
     value_level = F.least(F.round(F.col("max_value_error") * 20) / 20, F.lit(1000.0))  # 0.05 sd steps
@@ -292,12 +292,12 @@ def calibrate(spark: SparkSession, cfg: Config, run_id: str) -> dict:
 def run_train(spark: SparkSession, cfg: Config, task: str = "both") -> dict:
     """Train the requested LSTM(s), the count and PCA models, and calibrate on val; returns the run summary."""
     with stage("train") as st:
-        traces_path = cfg.table_path(schemas.TRACES)
+        traces_path = cfg.table(schemas.TRACES)
         traces = read_table(spark, traces_path)
         version = table_version(spark, traces_path)
         vocab_size = vocab_size_of(spark, cfg)
         tasks = _resolve_tasks(task, traces)
-        run_id = run_id_for(cfg, traces_path, version)
+        run_id = run_id_for(cfg, traces_path.path, version)
         out_dir = run_dir(cfg.artifacts_root, run_id)
         out_dir.mkdir(parents=True, exist_ok=True)
         set_petastorm_cache(spark, cfg)
@@ -313,6 +313,11 @@ def run_train(spark: SparkSession, cfg: Config, task: str = "both") -> dict:
         else:
             log.warning("run %s has no key model yet: train it (--task key) to calibrate and detect", run_id)
         write_json(out_dir / "run.json", {**summary, "config": cfg.to_dict()})
+        if cfg.mlflow:
+            from deeplog_spark.tracking import log_training
+
+            summary["mlflow"] = log_training(cfg.to_dict(), run_id, out_dir, cfg.mlflow_experiment,
+                                             cfg.mlflow_model_name)
         write_json(Path(cfg.artifacts_root) / "runs" / "latest.json", {"run_id": run_id})
         st.update(run_id=run_id, tasks=",".join(tasks))
     return summary
@@ -323,7 +328,7 @@ def run_calibrate(spark: SparkSession, cfg: Config, model: str | None = None) ->
     machine by ``deeplog_spark.nn.local``, then copied under ``<artifacts_root>/runs/``)."""
     with stage("calibrate") as st:
         bundle = ModelBundle(cfg.artifacts_root, model)
-        traces = read_table(spark, cfg.table_path(schemas.TRACES))
+        traces = read_table(spark, cfg.table(schemas.TRACES))
         quantitative = fit_quantitative(spark, cfg, traces, bundle.run_id, bundle.dir)
         cal = calibrate(spark, cfg, bundle.run_id)
         st.update(run_id=bundle.run_id, fused=",".join(cal["fused"]["members"]))

@@ -126,14 +126,14 @@ def run_visual(spark: SparkSession, cfg: Config, model: str | None = None) -> di
         bundle = ModelBundle(cfg.artifacts_root, model)  # checks the run exists and is valid
         run_id = bundle.run_id
         out_dir = run_dir(cfg.artifacts_root, run_id) / "visual"
-        traces = read_table(spark, cfg.table_path(schemas.TRACES))
+        traces = read_table(spark, cfg.table(schemas.TRACES))
         sessions = normal_training_sessions(traces).select("block_id", "events").cache()
         edges_df = edge_counts(sessions).cache()
         try:
             edges = [r.asDict() for r in edges_df.collect()]
             nodes = [r.asDict() for r in node_counts(sessions).collect()]
             n_sessions = sessions.count()
-            pred_path = cfg.table_path(schemas.PREDICTIONS)
+            pred_path = cfg.table(schemas.PREDICTIONS)
             red: list[dict] = []
             flagged_windows = 0
             if table_exists(spark, pred_path):
@@ -147,7 +147,7 @@ def run_visual(spark: SparkSession, cfg: Config, model: str | None = None) -> di
         finally:
             sessions.unpersist()
             edges_df.unpersist()
-        templates = [r.asDict() for r in read_table(spark, cfg.table_path(schemas.TEMPLATES)).collect()]
+        templates = [r.asDict() for r in read_table(spark, cfg.table(schemas.TEMPLATES)).collect()]
         meta = {"run_id": run_id, "g": cfg.top_g, "k": cfg.k_sigma, "normal_sessions": n_sessions,
                 "flagged_windows": flagged_windows,
                 "normal": "train split, sessions labelled normal or unlabelled",

@@ -19,7 +19,7 @@ SHARED_HDFS = Path(os.environ.get("DEEPLOG_SHARED_HDFS", REPO.parent / "shared" 
 
 
 @pytest.fixture(scope="session")
-def spark():
+def spark(tmp_path_factory):
     from deeplog_spark.session import build_spark
 
     session = build_spark(
@@ -30,6 +30,8 @@ def spark():
             "spark.ui.enabled": "false",
             "spark.sql.shuffle.partitions": "2",
             "spark.databricks.delta.snapshotPartitions": "2",
+            # the session catalog's schemas (test_readme registers its tables by name) stay out of the checkout
+            "spark.sql.warehouse.dir": str(tmp_path_factory.mktemp("spark-warehouse")),
         },
     )
     yield session

@@ -28,22 +28,29 @@ def built_tables(spark, full_run, tmp_path_factory):
     assert (counts["trace_rows"], counts["traces"], counts["trace_rejects"]) == (3001, 3000, 1)
     root = tmp_path_factory.mktemp("readme") / "wh"
     shutil.copytree(cfg.tables_root, root)
-    run_windows(spark, cfg.replace(tables_root=str(root)))
+    built = cfg.replace(tables_root=str(root), catalog_schema="deeplog")
+    run_windows(spark, built)
+    from deeplog_spark.names import ALL_TABLES
+    from deeplog_spark.tables import register, table_exists
+
+    spark.sql("DROP SCHEMA IF EXISTS deeplog CASCADE")  # names of this copy, in the test session's catalog
+    for name in ALL_TABLES:
+        if table_exists(spark, built.table_path(name)):
+            register(spark, built.table(name))
     return root.resolve()
 
 
 @pytest.mark.parametrize("sql", SQL_BLOCKS, ids=[f"block{i}" for i in range(len(SQL_BLOCKS))])
 def test_readme_sql_runs(spark, built_tables, sql):
     query = "\n".join(l for l in sql.splitlines() if not l.strip().startswith("--"))
-    rows = spark.sql(query.replace("delta.`/data/deeplog/warehouse/", f"delta.`{built_tables}/")).collect()
+    rows = spark.sql(query).collect()
     assert rows, f"README query returned nothing:\n{sql}"
 
 
 def test_readme_split_sql_equals_the_split_column(spark, built_tables):
     split_sql = [b for b in SQL_BLOCKS if "xxhash64" in b]
     assert len(split_sql) == 1
-    query = split_sql[0].replace("delta.`/data/deeplog/warehouse/", f"delta.`{built_tables}/")
-    from_sql = spark.sql(query)
+    from_sql = spark.sql(split_sql[0])
     stored = spark.read.format("delta").load(str(built_tables / "traces")).select("block_id", "split")
     assert from_sql.count() == 3000
     assert from_sql.exceptAll(stored).count() == 0

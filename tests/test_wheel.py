@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, summary_of
+from conftest import REPO, summary_of
 
 pytestmark = [pytest.mark.slow, pytest.mark.extended]  # builds, installs and starts JVMs: `make test-extended`
 

@@ -11,7 +11,7 @@ $(VENV)/.installed: requirements.txt requirements-petastorm.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
-	# petastorm pins setuptools<70 (clashes with torch): install it alone, its deps are in requirements.txt
+	# petastorm and drain3 pin old versions (setuptools<70, cachetools 4): installed alone, deps in requirements.txt
 	$(PY) -m pip install -q --no-deps -r requirements-petastorm.txt
 	$(PY) -m pip install -q --no-deps -e .
 	touch $@

@@ -45,6 +45,9 @@ def cfg(tmp_path) -> Config:
         "tables_root": str(tmp_path / "warehouse"),
         "artifacts_root": str(tmp_path / "artifacts"),
         "shuffle_partitions": 2,
+        # MLflow logging is tested on the session's spark-submit run (test_tracking.py); the many
+        # in-process trainings of the other tests skip its ~3 s per run
+        "mlflow": False,
     })
 
 

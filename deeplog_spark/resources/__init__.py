@@ -9,7 +9,6 @@ must open by path is copied once to a cache folder first.
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 from importlib import resources
 from pathlib import Path
@@ -22,8 +21,11 @@ def resource_path(name: str) -> Path | None:
     """A real file path for the packaged resource ``name`` (e.g. ``"deeplog.toml"``), or None.
 
     Returns the file itself when the package is installed as files, else a copy extracted to
-    ``$TMPDIR/deeplog_spark-<version>/`` (written atomically, so concurrent jobs may share it).
+    ``$TMPDIR/deeplog_spark-<version>-<content hash>/`` (keyed by content, so a rebuilt wheel of
+    the same version never reads a stale copy; written atomically, so concurrent jobs may share it).
     """
+    import hashlib
+
     from deeplog_spark import __version__
 
     res = resources.files(__name__).joinpath(name)
@@ -31,12 +33,14 @@ def resource_path(name: str) -> Path | None:
         return None
     if isinstance(res, Path):
         return res
-    out = Path(tempfile.gettempdir()) / f"deeplog_spark-{__version__}" / name
+    data = res.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()[:16]
+    out = Path(tempfile.gettempdir()) / f"deeplog_spark-{__version__}-{digest}" / name
     if not out.is_file():
         out.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=out.parent)
-        with os.fdopen(fd, "wb") as fh, res.open("rb") as src:
-            shutil.copyfileobj(src, fh)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
         os.replace(tmp, out)
     return out
 

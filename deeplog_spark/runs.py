@@ -60,7 +60,8 @@ def detection_stats_path(run_dir_: Path, g: int, k: float, batch: str = "") -> P
 
 
 class ModelBundle:
-    """A trained run as detection, evaluation, calibration and the visual and online tasks use it.
+    """A trained run as detection, evaluation, calibration and the visual and online tasks use it
+    (``run_id``: a run id, None for the latest, or an MLflow ``runs:/``/``models:/`` URI).
 
     Holds the checkpoints' bytes (shipped to the executors inside the scoring functions, so no
     SparkContext broadcast is needed) and what was fitted beside them: the value model's
@@ -74,10 +75,8 @@ class ModelBundle:
 
         from deeplog_spark.errors import InputError
         from deeplog_spark.nn.model import load_checkpoint
-
         from deeplog_spark.tracking import is_model_uri, resolve_model
 
-        self.source = run_id
         if is_model_uri(run_id):  # runs:/... or models:/...: the run folder from MLflow
             artifacts_root, run_id = resolve_model(run_id, artifacts_root)
         try:

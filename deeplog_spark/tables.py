@@ -155,13 +155,36 @@ def replace_where(df: DataFrame, path: Table, cond: str, partition_by: Sequence[
 def register(spark: SparkSession, ref: TableRef) -> None:
     """Make ``ref.name`` an external Delta table of the catalog at ``ref.path`` (its schema
     created when missing); a table already at that location keeps its data and history."""
-    if not ref.name or spark.catalog.tableExists(ref.name):
+    if not ref.name:
+        return
+    if spark.catalog.tableExists(ref.name):
+        _check_location(spark, ref)
         return
     schema = ref.name.rsplit(".", 1)[0]
     spark.sql(f"CREATE SCHEMA IF NOT EXISTS {schema}")
     if _delta_at(spark, ref.path):
         spark.sql(f"CREATE TABLE IF NOT EXISTS {ref.name} USING DELTA LOCATION '{_sql_str(ref.path)}'")
         log.info("catalog: registered %s at %s", ref.name, ref.path)
+
+
+#: (session, name, path) already checked: the location is read once per table and session.
+_checked: set[tuple[int, str, str]] = set()
+
+
+def _check_location(spark: SparkSession, ref: TableRef) -> None:
+    """Refuse a catalog name that points at another location than ``tables_root`` says (a config
+    that changed tables_root but kept catalog_schema would otherwise read and write the old table)."""
+    key = (id(spark), ref.name or "", ref.path)
+    if key in _checked:
+        return
+    location = spark.sql(f"DESCRIBE DETAIL {ref.name}").first()["location"] or ""
+    norm = re.sub(r"^file:(//)?", "", location).rstrip("/")
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", ref.path) is None and norm and norm != ref.path.rstrip("/"):
+        from deeplog_spark.errors import InputError
+
+        raise InputError(f"catalog table {ref.name} is at {location}, not at {ref.path}: use another "
+                         "catalog_schema, or the tables_root it was registered with")
+    _checked.add(key)
 
 
 def _sql_str(text: str) -> str:

@@ -88,6 +88,7 @@ def test_workflow_graph_counts_and_red_edges(spark, full_run):
     assert (width, height) == (1900, 1000)
 
 
+@pytest.mark.extended  # ~50 s: in `make test-extended`, keeping `make test` inside its 15 minutes
 def test_online_update_does_not_raise_val_false_positives(spark, own_full_run):
     cfg, summary, _, _ = own_full_run
     parent = summary["train"]["run_id"]

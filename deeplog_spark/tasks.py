@@ -92,7 +92,6 @@ def _full(spark, cfg, opts):
 
 
 def _register(spark, cfg, opts):
-    from deeplog_spark.config import ConfigError
     from deeplog_spark.names import ALL_TABLES
     from deeplog_spark.tables import register, table_exists
 

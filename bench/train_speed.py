@@ -1,6 +1,8 @@
 """Benchmark: how fast each training recipe reaches the full-data validation loss of the Key LSTM.
 
-    .venv/bin/python bench/train_speed.py --tables_root generated/bench/work_57k/warehouse --name 57k
+    .venv/bin/python bench/train_speed.py --tables_root generated/bench/work_57k/warehouse --name 57k \\
+        --session_markers false --eval_steps 250 --target_from bench/results/fulldata_57k_key_history.json \\
+        --only b2048_lr1e-2_3000,b512_lr1e-2_2000_p1,b512_lr1e-2_2000_p0.5,b512_lr1e-2_2500_p0.5
 
 Reads the ``traces`` table with delta-rs (no Spark; the rows are those the Spark job trains on,
 ``deeplog_spark.nn.local``) and trains the Key LSTM, one recipe after another in this process,
@@ -9,7 +11,10 @@ rows every ``--eval_steps`` steps (count-weighted, so the loss is the loss over 
 
 - ``spec``: the DeepLog spec's training, every window once per epoch in batches of 128, Adam at a
   constant 1e-3, 20 epochs (the full-data reference; its best validation loss is the target);
-- candidates: distinct rows drawn by count (each step ``batch`` draws, deduplicated), Adam with a
+  ``--target_from`` takes that target from a committed full-data run instead (checked to have been
+  validated on as many windows as this val split has);
+- candidates: distinct windows drawn by count ** sampling power (each step ``batch`` draws,
+  deduplicated, each window against its next-event law: ``CountSampledSource``), Adam with a
   one-cycle schedule to a peak rate, a fixed number of steps.
 
 Writes ``bench/results/train_speed_<name>.{json,md}``: per recipe the best validation loss, the
@@ -32,19 +37,18 @@ from deeplog_spark.config import Config, parse_overrides, pop_option
 from deeplog_spark.nn.local import key_rows, read_delta
 from deeplog_spark.nn.model import KeyLSTM, KeyModelConfig
 from deeplog_spark.nn.sources import ArraySource, CountSampledSource, key_columns
-from deeplog_spark.nn.trainer import evaluate, seed_everything
+from deeplog_spark.nn.trainer import _batch_loss, evaluate, seed_everything
 from deeplog_spark.train_job import markers
 
 from _common import RESULTS
 
-#: name -> (draws per step, peak lr, steps); the spec reference is run besides.
+#: name -> (draws per step, peak lr, steps, sampling power); the spec reference is run besides.
 CANDIDATES = {
-    "b512_lr5e-3_6000": (512, 5e-3, 6000),
-    "b1024_lr5e-3_4000": (1024, 5e-3, 4000),
-    "b2048_lr1e-2_1500": (2048, 1e-2, 1500),
-    "b2048_lr1e-2_3000": (2048, 1e-2, 3000),
-    "b4096_lr2e-2_1200": (4096, 2e-2, 1200),
-    "b4096_lr3e-2_1200": (4096, 3e-2, 1200),
+    "b2048_lr1e-2_3000": (2048, 1e-2, 3000, 1.0),  # the recipe before sampling_power (12 epochs of 250 steps)
+    "b512_lr1e-2_2000_p1": (512, 1e-2, 2000, 1.0),
+    "b512_lr1e-2_2000_p0.5": (512, 1e-2, 2000, 0.5),
+    "b512_lr1e-2_2500_p0.5": (512, 1e-2, 2500, 0.5),  # conf/deeplog.toml: 10 epochs of 250 steps
+    "b512_lr1e-2_2000_p0.6": (512, 1e-2, 2000, 0.6),
 }
 
 
@@ -57,21 +61,19 @@ def _val(model, val) -> float:
     return evaluate(model, "key", val.full(), torch.device("cpu"))["loss"]
 
 
-def run_candidate(cfg, vocab, train_cols, val, batch, lr, steps, eval_steps) -> dict:
+def run_candidate(cfg, vocab, train_cols, val, batch, lr, steps, power, eval_steps) -> dict:
     seed_everything(cfg.seed)
     model = _model(cfg, vocab)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
-    src = CountSampledSource(train_cols, steps, batch_size=batch, seed=cfg.seed)
+    src = CountSampledSource(train_cols, steps, batch_size=batch, seed=cfg.seed, power=power)
     curve, t_train, step = [], 0.0, 0
     for b in src.epoch(0):
         t0 = time.perf_counter()
         model.train()
-        w = b["weight"]
-        loss = (torch.nn.functional.cross_entropy(model(b["window"].long()), b["target"].long(), reduction="none")
-                * w).sum() / w.sum()
+        loss_sum, weight, _, _ = _batch_loss(model, "key", b, torch.device("cpu"))
         opt.zero_grad()
-        loss.backward()
+        (loss_sum / weight).backward()
         opt.step()
         if step + 1 < steps:
             sched.step()
@@ -79,7 +81,7 @@ def run_candidate(cfg, vocab, train_cols, val, batch, lr, steps, eval_steps) -> 
         t_train += time.perf_counter() - t0
         if step % eval_steps == 0 or step == steps:
             curve.append({"step": step, "seconds": round(t_train, 2), "val_loss": _val(model, val)})
-    return {"batch": batch, "lr": lr, "steps": steps, "schedule": "onecycle", "curve": curve}
+    return {"batch": batch, "lr": lr, "steps": steps, "sampling_power": power, "schedule": "onecycle", "curve": curve}
 
 
 def run_spec(cfg, vocab, train_cols, val, epochs: int) -> dict:
@@ -112,6 +114,8 @@ def main() -> None:
     args, spec_epochs = pop_option(args, "spec_epochs", "20")
     args, eval_steps = pop_option(args, "eval_steps", "100")
     args, only = pop_option(args, "only", "")
+    # the target from a committed full-data run (its key history) instead of running the spec here
+    args, target_from = pop_option(args, "target_from", "")
     cfg = Config.load(overrides=parse_overrides(args))
     torch.set_num_threads(os.cpu_count() or 1)
     traces, version = read_delta(Path(cfg.tables_root) / "traces", ["split", "label", "events"])
@@ -125,13 +129,20 @@ def main() -> None:
     print(f"{out['train_rows']} distinct training rows ({out['train_windows']} windows), {len(val)} val rows", flush=True)
     if not only or "spec" in only.split(","):
         out["recipes"]["spec"] = run_spec(cfg, vocab, train_cols, val, int(spec_epochs))
-    for key, (batch, lr, steps) in CANDIDATES.items():
+    for key, (batch, lr, steps, power) in CANDIDATES.items():
         if only and key not in only.split(","):
             continue
-        out["recipes"][key] = run_candidate(cfg, vocab, train_cols, val, batch, lr, steps, int(eval_steps))
+        out["recipes"][key] = run_candidate(cfg, vocab, train_cols, val, batch, lr, steps, power, int(eval_steps))
         best = min(c["val_loss"] for c in out["recipes"][key]["curve"])
         print(f"{key}: best val {best:.4f} in {out['recipes'][key]['curve'][-1]['seconds']:.0f}s", flush=True)
     target = min(c["val_loss"] for c in out["recipes"]["spec"]["curve"]) if "spec" in out["recipes"] else None
+    if target_from:
+        ref = json.loads(Path(target_from).read_text())
+        if ref["history"][-1].get("val_windows") != int(val.columns["weight"].sum()):
+            raise SystemExit(f"{target_from} was validated on {ref['history'][-1].get('val_windows')} windows, "
+                             f"these val rows stand for {int(val.columns['weight'].sum())}: not the same val split")
+        target = float(ref["best_loss"])
+        out["target_from"] = target_from
     for r in out["recipes"].values():
         r["best_val_loss"] = min(c["val_loss"] for c in r["curve"])
         r["seconds"] = r["curve"][-1]["seconds"]
@@ -150,13 +161,14 @@ def markdown(out: dict) -> str:
              f"(h={out['h']}, session markers {'on' if out['session_markers'] else 'off'}); {out['val_rows']:,} val rows, "
              f"count-weighted loss. {out['torch_threads']} torch threads, training time only (validation excluded).", "",
              f"Target: the best validation loss of the spec's full-data training, **{out['target_val_loss']:.4f}**"
+             + (f" (`{out['target_from']}`, the same val split)" if out.get("target_from") else "")
              if out["target_val_loss"] is not None else "No spec reference in this run.", "",
-             "| recipe | batch | peak lr | schedule | steps / epochs | best val loss | seconds | seconds to target |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| recipe | batch | peak lr | schedule | sampling power | steps / epochs | best val loss | seconds | seconds to target |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for key, r in out["recipes"].items():
         span = f"{r['epochs']} epochs" if "epochs" in r else f"{r['steps']} steps"
         hit = "" if r["seconds_to_target"] is None else f"{r['seconds_to_target']:.0f}"
-        lines.append(f"| {key} | {r['batch']} | {r['lr']:g} | {r['schedule']} | {span} | {r['best_val_loss']:.4f} | "
+        lines.append(f"| {key} | {r['batch']} | {r['lr']:g} | {r['schedule']} | {r.get('sampling_power', '')} | {span} | {r['best_val_loss']:.4f} | "
                      f"{r['seconds']:.0f} | {hit} |")
     return "\n".join(lines) + "\n"
 

@@ -82,6 +82,8 @@ class Config:
     value_dropout: float = _field("value_model", "Value LSTM dropout")
     value_event_dim: int = _field("value_model", "Value LSTM event embedding size (the model is conditioned on the events)")
     value_chunk: int = _field("value_model", "Value LSTM training rows: sessions cut into chunks of this many steps (> h)")
+    value_batch_size: int = _field("value_model", "Value LSTM training: chunks per mini-batch")
+    value_epochs: int = _field("value_model", "Value LSTM training: maximum epochs")
     # [train]
     batch_size: int = _field("train", "mini-batch size")
     lr: float = _field("train", "Adam learning rate")
@@ -92,6 +94,7 @@ class Config:
     lr_schedule: str = _field("train", "onecycle (warm up to lr, then anneal), plateau (lr_decay on plateaus) or constant")
     steps_per_epoch: int = _field("train", "distinct_windows: optimizer steps per epoch (0 = as many draws as windows)")
     distinct_windows: bool = _field("train", "key model: draw distinct (window, next) rows by count instead of a pass over all windows")
+    sampling_power: float = _field("train", "distinct_windows: draw windows by count ** this (1 = the law of all windows; < 1 favours rare windows)")
     max_train_rows: int = _field("train", "at most this many training rows per model, a hashed sample (key: distinct rows; value: sessions; 0 = all)")
     max_val_rows: int = _field("train", "at most this many validation rows per model, a hashed sample (0 = all)")
     num_processes: int = _field("train", "TorchDistributor processes (ranks)")
@@ -329,11 +332,13 @@ def _validate(cfg: Config) -> None:
     _check(0.0 < cfg.calibration_fpr < 1.0, "calibration_fpr", cfg.calibration_fpr, "must be in (0, 1)")
     _check(cfg.steps_per_epoch >= 0, "steps_per_epoch", cfg.steps_per_epoch, "must be >= 0 (0 = one pass)")
     for key in ("h", "embed_dim", "value_event_dim", "value_chunk", "key_hidden", "key_layers", "value_hidden", "value_layers",
+                "value_batch_size", "value_epochs",
                 "batch_size", "epochs", "top_g", "shuffle_partitions", "num_processes", "loader_workers", "detect_batch_size"):
         _check(getattr(cfg, key) >= 1, key, getattr(cfg, key), "must be >= 1")
     _check(cfg.patience >= 0, "patience", cfg.patience, "must be >= 0")
     _check(0.0 <= cfg.min_delta < 1.0, "min_delta", cfg.min_delta, "must be in [0, 1)")
     _check(0.0 < cfg.lr_decay <= 1.0, "lr_decay", cfg.lr_decay, "must be in (0, 1]")
+    _check(0.0 < cfg.sampling_power <= 1.0, "sampling_power", cfg.sampling_power, "must be in (0, 1]")
     for key in ("max_train_rows", "max_val_rows"):
         _check(getattr(cfg, key) >= 0, key, getattr(cfg, key), "must be >= 0 (0 = no cap)")
     _check(cfg.lr > 0, "lr", cfg.lr, "must be > 0")

@@ -28,7 +28,7 @@ from pyspark.sql import functions as F
 
 from deeplog_spark import schemas
 from deeplog_spark.config import Config
-from deeplog_spark.detectors import sequence_scores, sequences, value_per_session
+from deeplog_spark.detectors import model_ids, sequence_scores, sequences, value_per_session
 from deeplog_spark.errors import InputError
 from deeplog_spark.logs import stage
 from deeplog_spark.runs import ModelBundle, detection_rows, detection_stats_path, write_json
@@ -46,6 +46,8 @@ VERDICT_COLUMNS = ("run_id", "g", "k", "block_id", "split", "label", "ingest_bat
 WHERE_P = 0.01
 #: The order in which the fused members' reasons are told.
 REASON_ORDER = ("count", "key", "key_nll", "value", "pca")
+#: Joins broadcast their small side (distinct sequences' scores, flagged block ids) up to this many rows.
+BROADCAST_ROWS = 500_000
 
 
 def score_columns() -> dict[str, Column]:
@@ -123,9 +125,10 @@ def decide(sessions: DataFrame, bundle: ModelBundle, g: int, k: float) -> DataFr
         "events")
 
 
-def _deeplog_evidence(v: DataFrame, bundle: ModelBundle, windows: DataFrame) -> DataFrame:
-    """DeepLog's first anomalous window at (g, k): the key rule's, or the value rule's when earlier."""
-    from deeplog_spark.windows import event_index
+def _deeplog_evidence(v: DataFrame, bundle: ModelBundle) -> DataFrame:
+    """DeepLog's first anomalous window at (g, k): the key rule's, or the value rule's when earlier
+    (its window cut from the session's events, as the key model saw them)."""
+    from deeplog_spark.windows import event_index, window_at
 
     n = F.size("events")
     # the window position whose target is the value model's first step over the threshold
@@ -136,11 +139,10 @@ def _deeplog_evidence(v: DataFrame, bundle: ModelBundle, windows: DataFrame) -> 
     v = v.withColumn("first_anomalous_position", F.when(F.col("deeplog_anomalous"), first))
     from_value = F.col("first_anomalous_position").isNotNull() & (
         F.col("first_key_position").isNull() | (F.col("first_anomalous_position") < F.col("first_key_position")))
-    w = windows.select("events", F.col("position").alias("first_anomalous_position"),
-                       F.col("window").alias("_vw"), F.col("next_event").alias("_vn"))
-    v = v.join(w, ["events", "first_anomalous_position"], "left")
-    return (v.withColumn("first_anomaly_window", F.when(from_value, F.col("_vw")).otherwise(F.col("first_key_window")))
-            .withColumn("first_anomaly_next_event", F.when(from_value, F.col("_vn")).otherwise(F.col("first_key_next_event")))
+    vw, vn = window_at(model_ids(F.col("events"), bundle.vocab_size),
+                       F.when(from_value, F.col("first_anomalous_position")), bundle.h, bundle.start_end)
+    return (v.withColumn("first_anomaly_window", F.when(from_value, vw).otherwise(F.col("first_key_window")))
+            .withColumn("first_anomaly_next_event", F.when(from_value, vn).otherwise(F.col("first_key_next_event")))
             .withColumn("first_anomaly_reason", F.when(from_value, F.lit("value_error"))
                         .otherwise(F.coalesce(F.col("first_key_reason"),
                                               F.when(F.col("first_key_position").isNotNull(), F.lit("not_in_top_g")))))
@@ -202,7 +204,9 @@ def score_sessions(spark: SparkSession, cfg: Config, bundle: ModelBundle, traces
     log.info("detect: %d distinct event sequences scored by the key%s model(s)", n_seq,
              "".join(f", {d}" for d, m in (("count", bundle.count), ("pca", bundle.pca)) if m is not None))
     spec_value = bundle.value_threshold(k)
-    sessions = traces.join(per_seq, "events")
+    # the distinct sequences' scores are small next to the sessions: broadcast them, so the
+    # sessions (with their intervals) are not shuffled for the join
+    sessions = traces.join(F.broadcast(per_seq) if n_seq <= BROADCAST_ROWS else per_seq, "events")
     sessions = value_per_session(sessions, bundle, spec_value if spec_value is not None else float("inf"),
                                  cfg.detect_batch_size)
     return sessions, windows, [seqs, per_seq, windows, counted]
@@ -224,7 +228,7 @@ def run_detect(spark: SparkSession, cfg: Config, model: str | None = None) -> di
         traces = traces.select("block_id", "split", "label", "ingest_batch", "events", "intervals")
         t0 = time.perf_counter()
         sessions, windows, cached = score_sessions(spark, cfg, bundle, traces, g, k)
-        verdicts = _deeplog_evidence(decide(sessions, bundle, g, k), bundle, windows)
+        verdicts = _deeplog_evidence(decide(sessions, bundle, g, k), bundle)
         vpath = cfg.table(schemas.VERDICTS)
         replace_where(verdicts.drop("events"), vpath, detection_rows(bundle.run_id, g, k, batch), partition_by=["run_id"])
         mine = read_table(spark, vpath).where(detection_rows(bundle.run_id, g, k, batch))
@@ -234,7 +238,10 @@ def run_detect(spark: SparkSession, cfg: Config, model: str | None = None) -> di
         verdict_s = time.perf_counter() - t0
         log.info("detect: %d verdicts written in %.1f s", counts["sessions"] or 0, verdict_s)
         chosen = mine if cfg.predictions == "all" else mine.where(F.col("anomalous"))
-        selected = traces.join(chosen.select("block_id"), "block_id", "left_semi")
+        flagged = chosen.select("block_id")
+        if cfg.predictions != "all" and (counts["anomalous"] or 0) <= BROADCAST_ROWS:
+            flagged = F.broadcast(flagged)  # the flagged ids are few: the traces are not shuffled
+        selected = traces.join(flagged, "block_id", "left_semi")
         preds = predictions(selected, windows, bundle, g, k, cfg.detect_batch_size)
         replace_where(preds, cfg.table(schemas.PREDICTIONS), detection_rows(bundle.run_id, g, k, batch),
                       partition_by=["run_id"])

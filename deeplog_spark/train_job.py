@@ -14,8 +14,8 @@ from deeplog_spark.config import Config
 
 #: Config keys that define a trained model; with the input table's path and version they make the run id.
 RUN_KEYS = ("h", "session_markers", "embed_dim", "key_hidden", "key_layers", "key_dropout", "value_hidden",
-            "value_layers", "value_dropout", "value_event_dim", "value_chunk", "batch_size", "lr", "lr_decay",
-            "lr_schedule", "epochs", "patience", "min_delta", "distinct_windows", "steps_per_epoch",
+            "value_layers", "value_dropout", "value_event_dim", "value_chunk", "value_batch_size", "value_epochs", "batch_size", "lr", "lr_decay",
+            "lr_schedule", "epochs", "patience", "min_delta", "distinct_windows", "sampling_power", "steps_per_epoch",
             "max_train_rows", "max_val_rows", "seed", "train_ratio", "val_ratio", "test_ratio", "num_processes",
             "use_gpu")
 
@@ -42,11 +42,14 @@ def train_job(cfg: Config, task: str, vocab_size: int, out_dir: Path | None = No
     """The :class:`TrainJob` of ``task`` from the config; ``overrides`` are TrainJob fields (fine-tuning)."""
     from deeplog_spark.nn.trainer import TrainJob
 
-    fields = {"task": task, "model_config": model_config(cfg, task, vocab_size), "epochs": cfg.epochs, "lr": cfg.lr,
-              "batch_size": cfg.batch_size, "patience": cfg.patience, "top_g": cfg.top_g, "seed": cfg.seed,
+    key = task == "key"
+    fields = {"task": task, "model_config": model_config(cfg, task, vocab_size),
+              "epochs": cfg.epochs if key else cfg.value_epochs, "lr": cfg.lr,
+              "batch_size": cfg.batch_size if key else cfg.value_batch_size, "patience": cfg.patience, "top_g": cfg.top_g, "seed": cfg.seed,
               "min_delta": cfg.min_delta, "lr_decay": cfg.lr_decay, "schedule": cfg.lr_schedule,
               "count_sampling": task == "key" and cfg.distinct_windows,
               "steps_per_epoch": cfg.steps_per_epoch if task == "key" and cfg.distinct_windows else 0,
+              "sampling_power": cfg.sampling_power,
               "use_gpu": cfg.use_gpu, "loader_workers": cfg.loader_workers}
     if out_dir is not None:
         fields.update(resume_path=str((out_dir / f"{task}_resume.pt").resolve()),

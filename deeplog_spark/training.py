@@ -55,10 +55,10 @@ def petastorm_train_fn(job, train_converter, val_converter) -> dict | None:
 
     setup_logging()
     rank, world, device = init_distributed(job.use_gpu)
-    if job.count_sampling:  # distinct rows: every rank loads them all and draws by count
+    if job.count_sampling:  # distinct rows: every rank loads them all and draws windows by count ** power
         rows = PetastormSource(train_converter, job.batch_size, 0, 1, job.seed, job.loader_workers)
         train = CountSampledSource.from_batches(rows.full(), job.steps_per_epoch, batch_size=job.batch_size,
-                                                seed=job.seed, rank=rank, world=world)
+                                                seed=job.seed, rank=rank, world=world, power=job.sampling_power)
     else:
         train = PetastormSource(train_converter, job.batch_size, rank, world, job.seed, job.loader_workers)
     val = (PetastormSource(val_converter, job.batch_size, rank, world, job.seed, job.loader_workers)

@@ -51,6 +51,28 @@ def event_index(position: Column, n: Column, h: int, markers: bool) -> Column:
     return position if markers else position + F.lit(h) - F.greatest(F.lit(h + 1) - n, F.lit(0))
 
 
+def _marker_lits(markers: tuple[int, int] | None) -> tuple[Column | None, Column | None]:
+    return (F.lit(markers[0]), F.lit(markers[1])) if markers else (None, None)
+
+
+def _padded(events: Column, h: int, markers: tuple[int, int] | None) -> Column:
+    """The (framed) session left-padded with the padding id: window p is its slice [p, p+h)."""
+    ev = _framed(events, *_marker_lits(markers))
+    return F.concat(F.array_repeat(F.lit(PADDING_ID), _pad_length(F.size(ev), h, markers is not None)), ev)
+
+
+def _slide(padded: Column, position: Column, h: int) -> tuple[Column, Column]:
+    return F.slice(padded, position + 1, h), F.element_at(padded, position + h + 1)
+
+
+def window_at(events: Column, position: Column, h: int, markers: tuple[int, int] | None) -> tuple[Column, Column]:
+    """(window, next event) of window ``position`` of a session, as :func:`window_rows` makes it,
+    without exploding the session (null where ``position`` is null)."""
+    check_h(h)
+    window, nxt = _slide(_padded(events, h, markers), position, h)
+    return F.when(position.isNotNull(), window), F.when(position.isNotNull(), nxt)
+
+
 def window_rows(df: DataFrame, h: int, markers: tuple[int, int] | None, keep: Sequence[str],
                 intervals: bool = False) -> DataFrame:
     """``keep`` columns + ``position, window, next_event`` (+ ``window_intervals, next_interval``)
@@ -60,10 +82,9 @@ def window_rows(df: DataFrame, h: int, markers: tuple[int, int] | None, keep: Se
     event ``position`` of the session (the last one predicts the end marker).
     """
     check_h(h)
-    start, end = (F.lit(markers[0]), F.lit(markers[1])) if markers else (None, None)
-    ev = _framed(F.col("events"), start, end)
+    ev = _framed(F.col("events"), *_marker_lits(markers))
     pad = _pad_length(F.size(ev), h, markers is not None)
-    cols = [*keep, F.concat(F.array_repeat(F.lit(PADDING_ID), pad), ev).alias("_ev")]
+    cols = [*keep, _padded(F.col("events"), h, markers).alias("_ev")]
     if intervals:
         iv = F.col("intervals").cast("array<double>")
         iv = _framed(iv, F.lit(0.0), F.lit(None).cast("double")) if markers else iv
@@ -72,8 +93,8 @@ def window_rows(df: DataFrame, h: int, markers: tuple[int, int] | None, keep: Se
     padded = df.select(*cols)
     exploded = padded.select("*", F.explode(F.sequence(F.lit(0), F.size("_ev") - h - 1)).alias("position"))
     pos = F.col("position")
-    out = [*keep, pos.cast("int").alias("position"), F.slice("_ev", pos + 1, h).alias("window"),
-           F.element_at("_ev", pos + h + 1).alias("next_event")]
+    window, nxt = _slide(F.col("_ev"), pos, h)
+    out = [*keep, pos.cast("int").alias("position"), window.alias("window"), nxt.alias("next_event")]
     if intervals:
         out += [F.slice("_iv", pos + 1, h).alias("window_intervals"), F.element_at("_iv", pos + h + 1).alias("next_interval")]
     return exploded.select(*out)

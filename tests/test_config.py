@@ -13,7 +13,8 @@ def test_defaults_match_the_spec_and_the_measured_training_recipe():
     assert cfg.value_hidden == 32  # the spec's 64 halves detect's speed for the same recall (README "Training")
     assert (cfg.train_ratio, cfg.val_ratio, cfg.test_ratio, cfg.seed) == (0.8, 0.1, 0.1, 1337)
     # training: the recipe measured in bench/results/train_speed_*.md; the spec's settings are flags
-    assert (cfg.batch_size, cfg.lr, cfg.lr_schedule, cfg.distinct_windows) == (2048, 0.01, "onecycle", True)
+    assert (cfg.batch_size, cfg.lr, cfg.lr_schedule, cfg.distinct_windows, cfg.sampling_power) == (512, 0.01, "onecycle", True, 0.5)
+    assert (cfg.epochs, cfg.steps_per_epoch, cfg.value_batch_size, cfg.value_epochs) == (10, 250, 2048, 12)
     spec = Config.load(overrides=parse_overrides(["--batch_size", "128", "--lr", "0.001", "--epochs", "20",
                                                   "--lr_schedule", "constant", "--distinct_windows", "false"]))
     assert (spec.batch_size, spec.lr, spec.epochs, spec.patience, spec.lr_schedule) == (128, 1e-3, 20, 5, "constant")

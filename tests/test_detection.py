@@ -231,6 +231,9 @@ def test_distinct_sequence_scoring_equals_a_per_window_reference(spark, cfg):
             assert (got.n_windows, got.max_key_rank, got.n_anomalous_windows, got.first_anomalous_position) == \
                 (r["n"], r["max"], r["over"], r["first"]), b
             assert got.deeplog_anomalous == (r["max"] > 3)
+            if r["first"] is not None:  # DeepLog's first anomalous window, as the windows table has it
+                window, nxt, _, _ = r["windows"][r["first"]]
+                assert (got.first_anomaly_window, got.first_anomaly_next_event) == (window, nxt), b
         preds = read_table(spark, c.table_path(schemas.PREDICTIONS)).where(F.col("run_id") == run).collect()
         # this run has no calibration: its fused rule is DeepLog's key rule at g, so it flags what the reference does
         assert {p.block_id for p in preds} == {b for b, r in ref.items() if r["max"] > 3}

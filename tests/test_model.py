@@ -122,36 +122,82 @@ def test_weighted_distinct_rows_give_the_same_metrics_as_all_rows():
         assert dist[k] == pytest.approx(full[k], rel=1e-5)
 
 
-def test_count_sampling_draws_rows_in_proportion_to_their_counts():
-    x = np.arange(12).reshape(4, 3)
-    y, w = np.array([0, 1, 2, 3]), np.array([1.0, 2.0, 3.0, 94.0], dtype=np.float32)
-    src = CountSampledSource(key_columns(x, y, w), steps_per_epoch=0, batch_size=50, seed=7)
-    assert src.steps_per_epoch == 2  # 0 = as many draws as windows (100)
-    batches = [b for e in range(200) for b in src.epoch(e)]
-    assert len(batches) == 200 * 2
-    drawn = np.zeros(4)
-    for b in batches:  # a row drawn k times in a step is evaluated once with weight k
-        assert len(set(b["target"].tolist())) == len(b["target"]) and b["weight"].sum() == 50
-        np.add.at(drawn, b["target"].numpy(), b["weight"].numpy())
-    assert drawn / drawn.sum() == pytest.approx(w / w.sum(), abs=0.01)
-    batch = next(iter(src.epoch(0)))
-    assert torch.equal(batch["window"], torch.as_tensor(x)[batch["target"]])  # rows stay whole
+def test_count_sampling_draws_windows_by_a_power_of_their_counts_with_their_next_event_law():
+    # window A has two next events (counts 1 and 3), B one (6), C one (90): windows counts 4, 6, 90
+    x = np.array([[0, 0, 1], [0, 0, 1], [0, 1, 2], [1, 2, 3]])
+    y, w = np.array([0, 1, 2, 3]), np.array([1.0, 3.0, 6.0, 90.0], dtype=np.float32)
+    counts = np.array([4.0, 6.0, 90.0])
+    for power in (1.0, 0.5):
+        src = CountSampledSource(key_columns(x, y, w), steps_per_epoch=0, batch_size=50, seed=7, power=power)
+        assert src.steps_per_epoch == 2  # 0 = as many draws as windows (100)
+        batches = [b for e in range(200) for b in src.epoch(e)]
+        assert len(batches) == 200 * 2
+        drawn = np.zeros(3)
+        for b in batches:  # a window drawn k times in a step is evaluated once with weight k
+            rows = [src.windows.tolist().index(r) for r in b["window"].tolist()]
+            assert len(set(rows)) == len(rows) and b["weight"].sum() == 50
+            np.add.at(drawn, rows, b["weight"].numpy())
+        assert drawn / drawn.sum() == pytest.approx(counts ** power / (counts ** power).sum(), abs=0.01)
+    # each window carries the law of its next event (rows stay whole)
+    assert src.windows.tolist() == [[0, 0, 1], [0, 1, 2], [1, 2, 3]]
+    assert src.soft.numpy() == pytest.approx(np.array([[0.25, 0.75, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]))
     # repeatable per (seed, rank, epoch); ranks draw differently but take the same number of steps
-    again = CountSampledSource(key_columns(x, y, w), 0, 50, seed=7)
-    assert torch.equal(next(iter(again.epoch(3)))["target"], next(iter(src.epoch(3)))["target"])
+    again = CountSampledSource(key_columns(x, y, w), 0, 50, seed=7, power=0.5)
+    assert torch.equal(next(iter(again.epoch(3)))["window"], next(iter(src.epoch(3)))["window"])
     r0, r1 = (CountSampledSource(key_columns(x, y, w), 3, 10, seed=7, rank=r, world=2) for r in (0, 1))
     assert r0.steps_per_epoch == r1.steps_per_epoch == 3
     assert not torch.equal(next(iter(r0.epoch(0)))["weight"], next(iter(r1.epoch(0)))["weight"]) or \
-        not torch.equal(next(iter(r0.epoch(0)))["target"], next(iter(r1.epoch(0)))["target"])
+        not torch.equal(next(iter(r0.epoch(0)))["window"], next(iter(r1.epoch(0)))["window"])
     with pytest.raises(ValueError, match="positive count"):
         CountSampledSource(key_columns(x, y, np.zeros(4, dtype=np.float32)), 0, 50)
+    with pytest.raises(ValueError, match="power"):
+        CountSampledSource(key_columns(x, y, w), 0, 50, power=0.0)
     # rows collected from a reader in any order give the same draws
-    shuffled = [{"window": torch.as_tensor(x[[3, 1, 0, 2]]), "target": torch.as_tensor(y[[3, 1, 0, 2]]),
-                 "weight": torch.as_tensor(w[[3, 1, 0, 2]])}]
+    order = [3, 1, 0, 2]
+    shuffled = [{"window": torch.as_tensor(x[order]), "target": torch.as_tensor(y[order]), "weight": torch.as_tensor(w[order])}]
     ordered = [{"window": torch.as_tensor(x), "target": torch.as_tensor(y), "weight": torch.as_tensor(w)}]
     a = CountSampledSource.from_batches(shuffled, 2, batch_size=20, seed=1)
     b = CountSampledSource.from_batches(ordered, 2, batch_size=20, seed=1)
-    assert all(torch.equal(p["target"], q["target"]) for p, q in zip(a.epoch(0), b.epoch(0)))
+    assert all(torch.equal(p["window"], q["window"]) and torch.equal(p["soft"], q["soft"])
+               for p, q in zip(a.epoch(0), b.epoch(0)))
+
+
+def test_soft_target_loss_of_a_window_equals_the_count_weighted_loss_of_its_rows():
+    from deeplog_spark.nn.model import build_model
+    from deeplog_spark.nn.trainer import _batch_loss
+
+    torch.manual_seed(0)
+    model = build_model("key", {"vocab_size": 3, "h": 3, "embed_dim": 4, "hidden": 5, "layers": 1,
+                                "dropout": 0.0, "markers": False}).eval()
+    x = np.array([[0, 0, 1], [0, 0, 1], [0, 1, 2]])
+    y, w = np.array([1, 3, 2]), np.array([1.0, 3.0, 6.0], dtype=np.float32)
+    rows = {k: torch.as_tensor(v) for k, v in key_columns(x, y, w).items()}
+    pair_sum, pair_w, _, _ = _batch_loss(model, "key", rows, torch.device("cpu"))
+    src = CountSampledSource(key_columns(x, y, w), 1, 10)
+    soft = {"window": src.windows, "soft": src.soft, "weight": torch.tensor([4.0, 6.0])}  # each window by its count
+    soft_sum, soft_w, _, _ = _batch_loss(model, "key", soft, torch.device("cpu"))
+    assert float(soft_w) == float(pair_w) == 10.0
+    assert float(soft_sum) == pytest.approx(float(pair_sum), rel=1e-5)
+
+
+def test_value_summary_takes_each_sessions_largest_residual_earliest_on_ties_and_first_step_over():
+    from deeplog_spark.nn.scoring import ValueScorer
+
+    cfg = ValueModelConfig(vocab_size=3, event_dim=2, hidden=3, layers=1, dropout=0.0, chunk=4, context=1)
+    scorer = ValueScorer(ValueLSTM(cfg), [1, 2, 3], 0.0, 1.0)
+    nan = np.nan
+    resid = np.array([nan, 2.0, 5.0, 5.0, nan, nan, nan, nan, 0.5, 9.0], dtype=np.float32)
+    offsets = np.array([0, 4, 6, 6, 10])  # sessions of 4, 2 (nothing predicted), 0 and 4 steps
+    scorer.score_flat = lambda events, intervals: (resid, resid * 10, offsets)
+    intervals = [np.array([0.0, 1, 2, 3]), np.array([0.0, 1]), np.zeros(0), np.array([0.0, 4, 5, 6])]
+    out = scorer.summarise([None] * 4, intervals, threshold=4.0)
+    assert out["max"].tolist()[0] == 5.0 and out["max"].tolist()[3] == 9.0
+    assert np.isnan(out["max"][1]) and np.isnan(out["max"][2])
+    assert out["position"].tolist() == [2, -1, -1, 3]  # the earliest of the tied 5.0s
+    assert out["first_over"].tolist() == [2, -1, -1, 3]
+    assert out["interval"][[0, 3]].tolist() == [2.0, 6.0] and out["expected"][[0, 3]].tolist() == [50.0, 90.0]
+    low = scorer.summarise([None] * 4, intervals, threshold=100.0)
+    assert low["first_over"].tolist() == [-1, -1, -1, -1]
 
 
 def _toy_value_data(n=400, seed=0, stretch_at=None):

@@ -49,6 +49,22 @@ def test_window_rows_keep_columns_and_give_the_predicted_events_index(spark):
         assertDataFrameEqual(got, want)
 
 
+def test_window_at_cuts_the_same_window_as_window_rows_at_every_position(spark):
+    """Detect cuts DeepLog's first anomalous window from the session (no join with the windows)."""
+    from deeplog_spark.windows import window_at, window_rows
+    from pyspark.sql import functions as F
+
+    df = spark.createDataFrame([("a", [4, 5, 6]), ("b", [7]), ("c", list(range(1, 15)))], "id string, events array<int>")
+    for markers in ((20, 21), None):
+        rows = window_rows(df, 3, markers, ["id", "events"])
+        window, nxt = window_at(F.col("events"), F.col("position"), 3, markers)
+        got = rows.select("id", "position", "window", "next_event", window.alias("w2"), nxt.alias("n2")).collect()
+        assert len(got) == (4 + 2 + 15 if markers else 1 + 1 + 11)
+        assert all(r.window == r.w2 and r.next_event == r.n2 for r in got)
+    nothing = df.select(window_at(F.col("events"), F.lit(None).cast("int"), 3, (20, 21))[0].alias("w")).collect()
+    assert all(r.w is None for r in nothing)
+
+
 def test_spec_example_gives_two_windows(spark):
     w = _windows(spark, {"b": (list(range(1, 13)), None)})["b"]
     assert [(r.position, r.window, r.next_event) for r in w] == [

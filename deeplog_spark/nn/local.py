@@ -155,8 +155,9 @@ def main(argv: list[str] | None = None) -> int:
     n_train, n_val = len(train_cols["first" if task == "value" else "target"]), len(val_cols["first" if task == "value" else "target"])
     if rank == 0:
         log.info("%s: %d training rows, %d validation rows, device %s, world %d", task, n_train, n_val, device, world)
-    if job.count_sampling:  # the same law as the Spark job: distinct rows drawn by count
-        train = CountSampledSource(train_cols, job.steps_per_epoch, job.batch_size, job.seed, rank, world)
+    if job.count_sampling:  # the same draws as the Spark job: distinct windows by count ** power
+        train = CountSampledSource(train_cols, job.steps_per_epoch, job.batch_size, job.seed, rank, world,
+                                   power=job.sampling_power)
     else:
         train = ArraySource(train_cols, job.batch_size, job.seed, rank, world)
     val = ArraySource(val_cols, job.batch_size, job.seed, rank, world) if n_val else None

@@ -176,31 +176,34 @@ class ValueScorer:
         return [{"residuals": resid[a:b], "expected": expected[a:b]} for a, b in zip(offsets[:-1], offsets[1:])]
 
     def summarise(self, events: list, intervals: list, threshold: float) -> dict[str, np.ndarray | list]:
-        """Per session: the largest residual, its step, the interval there and the expected one, and
-        the first step whose residual exceeds ``threshold`` (-1 / NaN where there is none)."""
+        """Per session: the largest residual, its step (the earliest on ties), the interval there and
+        the expected one, and the first step whose residual exceeds ``threshold`` (-1 / NaN where
+        there is none). Segment reductions over the flat arrays, no per-session loop or sort."""
         resid, expected, offsets = self.score_flat(events, intervals)
         n = len(offsets) - 1
         out = {"max": np.full(n, np.nan, np.float32), "position": np.full(n, -1, np.int64),
                "expected": np.full(n, np.nan), "first_over": np.full(n, -1, np.int64),
                "interval": np.full(n, np.nan), "residuals": resid, "offsets": offsets}
-        known = np.where(np.isfinite(resid))[0]
-        if len(known) == 0:
+        total = len(resid)
+        lengths = np.diff(offsets)
+        rows = np.flatnonzero(lengths > 0)
+        if total == 0 or len(rows) == 0:
             return out
-        session = np.searchsorted(offsets, known, side="right") - 1
-        values = resid[known]
-        order = np.lexsort((known, -values, session))  # per session: the largest first, then the earliest
-        firsts = np.unique(session[order], return_index=True)[1]
-        best = known[order[firsts]]
-        s = session[order[firsts]]
-        out["max"][s], out["position"][s] = resid[best], best - offsets[s]
-        out["expected"][s] = expected[best]
+        starts = offsets[:-1][rows]
+        r = np.where(np.isfinite(resid), resid, -np.inf)
+        seg_max = np.maximum.reduceat(r, starts)
+        step = np.arange(total)
+        owner_max = np.repeat(seg_max, lengths[rows])  # each step's session maximum
+        best = np.minimum.reduceat(np.where((r == owner_max) & np.isfinite(r), step, total), starts)
+        has = best < total
+        s_rows, best = rows[has], best[has]
+        out["max"][s_rows], out["position"][s_rows] = resid[best], best - offsets[s_rows]
+        out["expected"][s_rows] = expected[best]
         flat_iv = np.concatenate([np.asarray(iv, dtype=np.float64) if iv is not None and len(iv) else np.zeros(0)
                                   for iv in intervals]) if len(intervals) else np.zeros(0)
-        if len(flat_iv) == len(resid):
-            out["interval"][s] = flat_iv[best]
-        over = known[values > threshold]
-        if len(over):
-            so = np.searchsorted(offsets, over, side="right") - 1
-            u, first = np.unique(so, return_index=True)
-            out["first_over"][u] = over[first] - offsets[u]
+        if len(flat_iv) == total:
+            out["interval"][s_rows] = flat_iv[best]
+        over = np.minimum.reduceat(np.where(r > threshold, step, total), starts)
+        hit = over < total
+        out["first_over"][rows[hit]] = over[hit] - offsets[rows[hit]]
         return out

@@ -5,7 +5,8 @@ batches of epoch ``e``, ``full()`` returning one pass over all rows and ``steps_
 
 - Key batches: ``window`` [B, h], ``target`` [B] and ``weight`` [B] (how many windows the row
   stands for). Losses and metrics are weighted by it, so distinct (window, target) rows with their
-  counts give the same loss and metrics as all windows.
+  counts give the same loss and metrics as all windows. Training batches of distinct windows carry
+  ``soft`` [B, K] (each window's next-event law) instead of ``target``: the cross-entropy against it.
 - Value batches: ``events`` [B, T], ``values`` [B, T] (z-scored log intervals), ``first`` [B] and
   ``length`` [B]: steps ``first`` .. ``length``-1 of each chunk are predicted (Gaussian NLL).
 
@@ -71,7 +72,8 @@ class TrainJob:
     min_delta: float = 0.0
     lr_decay: float = 1.0
     schedule: str = "constant"
-    count_sampling: bool = False  # key rows are distinct (window, target) rows drawn by count
+    count_sampling: bool = False  # key rows are distinct (window, target) rows: windows drawn by count ** sampling_power
+    sampling_power: float = 1.0
     steps_per_epoch: int = 0  # count sampling: optimizer steps per epoch (0: one pass over the windows)
     use_gpu: bool = False
     loader_workers: int = 2
@@ -90,6 +92,7 @@ class TrainJob:
              "epochs and batch_size must be >= 1, patience and steps_per_epoch >= 0"),
             (self.lr > 0 and math.isfinite(self.lr), f"lr must be a positive number, got {self.lr}"),
             (0.0 < self.lr_decay <= 1.0 and 0.0 <= self.min_delta < 1.0, "lr_decay in (0, 1], min_delta in [0, 1)"),
+            (0.0 < self.sampling_power <= 1.0, f"sampling_power must be in (0, 1], got {self.sampling_power}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -176,6 +179,13 @@ def value_residuals(model: nn.Module, ev: torch.Tensor, z: torch.Tensor):
 
 def _batch_loss(model: nn.Module, task: str, batch: Batch, device: torch.device):
     """(sum of weighted losses, total weight, rows) of a batch, and the model output for metrics."""
+    if task == "key" and "soft" in batch:  # distinct windows with their next-event law (CountSampledSource)
+        x = batch["window"].to(device, non_blocking=True).long()
+        soft = batch["soft"].to(device, non_blocking=True).float()
+        w = batch["weight"].to(device, non_blocking=True).float()
+        out = model(x)
+        loss = -(soft * torch.log_softmax(out, dim=1)[:, :soft.shape[1]]).sum(dim=1)
+        return (loss * w).sum(), w.sum(), len(x), (out, None, w)
     if task == "key":
         x, y, w = _key_batch(batch, device)
         out = model(x)

@@ -1,6 +1,7 @@
 """Benchmark: the lowest validation loss any next-event model of an h-window can reach on a workload.
 
-    .venv/bin/python bench/key_floor.py --tables_root generated/bench/work_575k/warehouse --name 575k
+    .venv/bin/python bench/pipeline.py --blocks 575061 --name prep575 --stages ingest --keep true
+    .venv/bin/python bench/key_floor.py --tables_root generated/bench/work_prep575/warehouse --name 575k
     .venv/bin/python bench/key_floor.py --tables_root generated/bench/work_57k/warehouse --name 57k \\
         --session_markers false
 

@@ -205,7 +205,8 @@ def main() -> None:
     seed_list = [int(s) for s in seeds.split(",") if s]
     work = REPO / "generated" / "bench" / f"quality_{name}"
     shutil.rmtree(work, ignore_errors=True)
-    cfg = Config.load(overrides={"tables_root": str(work / "wh"), "artifacts_root": str(work / "art"),
+    # no MLflow: each fold run deletes its folder, and with it the sqlite store MLflow keeps open
+    cfg = Config.load(overrides={"tables_root": str(work / "wh"), "artifacts_root": str(work / "art"), "mlflow": "false",
                                  **parse_overrides(args)})
     spark = build_spark("bench-quality", cfg)
     started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())

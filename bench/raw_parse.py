@@ -14,6 +14,17 @@ alternating, medians reported:
   conservation checks).
 
     .venv/bin/python bench/raw_parse.py --copies 1000 --name 2M
+
+``--systems bgl,thunderbird,hadoop,openstack`` measures the generic ingest instead: per system,
+its real lines from ``../shared/data/loghub`` (BGL: the 70,000 lines of the random samples;
+the others: their 2,000-line sample) repeated to ``--lines`` lines per system, parsed with the
+system's format preset, templates MINED by Drain3 in Spark (distinct masked messages per
+partition, merged on the driver), cut into windows of 20 lines. Repetition keeps the distinct
+messages of the real lines, so mining costs what it would for a log with that many distinct
+messages; the reported figure counts every line. Two timings per system, as above: ``parse``
+(parse + mask + mine + match, a count over the lines) and the whole ``ingest-raw`` stage.
+
+    .venv/bin/python bench/raw_parse.py --systems bgl,thunderbird,hadoop,openstack --lines 500000 --name multi
 """
 
 from __future__ import annotations
@@ -57,8 +68,125 @@ def write_log(out_dir: Path, copies: int, files: int) -> int:
     return copies * len(real)
 
 
+def timed_runs(spark, cfg, lines: int, repeats: int, parse) -> tuple[list[float], list[float], dict]:
+    """``repeats`` x (the parse alone: ``parse()`` counted, then the whole ingest-raw stage), alternating."""
+    parse_s, stage_s, summary = [], [], {}
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        # every parsed field feeds the aggregate, so none of the parsing is pruned away
+        counted = parse().agg(F.count(F.lit(1)), F.sum(F.col("event_id").isNotNull().cast("long")),
+                              F.sum(F.size("block_ids")), F.max("ts"), F.max(F.length("component")),
+                              F.count("reason")).first()
+        parse_s.append(time.perf_counter() - t0)
+        assert counted[0] == lines, (counted[0], lines)
+        t0 = time.perf_counter()
+        summary = run_ingest_raw(spark, cfg)
+        stage_s.append(time.perf_counter() - t0)
+        assert summary["lines"] == lines
+    return parse_s, stage_s, summary
+
+
+SHARED_LOGHUB = Path(os.environ.get("DEEPLOG_SHARED_LOGHUB", REPO.parent / "shared" / "data" / "loghub"))
+SOURCES = {"bgl": "BGL/ztz1989_random_samples/*.log.gz", "thunderbird": "Thunderbird/Thunderbird_2k.log",
+           "hadoop": "Hadoop/Hadoop_2k.log", "openstack": "OpenStack/OpenStack_2k.log",
+           "spark": "Spark/Spark_2k.log", "zookeeper": "Zookeeper/Zookeeper_2k.log"}
+
+
+def real_lines(system: str) -> list[str]:
+    out = []
+    for path in sorted(SHARED_LOGHUB.glob(SOURCES[system])):
+        data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+        out += [x.rstrip("\r") for x in data.decode("utf-8", errors="replace").splitlines()]
+    if not out:
+        raise SystemExit(f"no {system} lines under {SHARED_LOGHUB} (set DEEPLOG_SHARED_LOGHUB)")
+    return out
+
+
+def write_system_log(out_dir: Path, system: str, lines: int, files: int) -> tuple[int, int]:
+    """``lines`` lines of ``system`` (its real lines repeated) in ``files`` files; (lines, real lines)."""
+    real = real_lines(system)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    per_file = -(-lines // files)
+    written = 0
+    for i in range(files):
+        n = min(per_file, lines - written)
+        reps, rest = divmod(n, len(real))
+        with open(out_dir / f"part-{i:03d}.log", "w") as fh:
+            chunk = "\n".join(real) + "\n"
+            for _ in range(reps):
+                fh.write(chunk)
+            if rest:
+                fh.write("\n".join(real[:rest]) + "\n")
+        written += n
+    return written, len(real)
+
+
+def multi_system(name: str, cfg, spark, systems: list[str], lines: int, files: int, repeats: int, argv) -> None:
+    from deeplog_spark.formats import PRESETS
+    from deeplog_spark.raw_ingest import parse_mined
+
+    machine = {"cpus": os.cpu_count(), "python": platform.python_version(), "spark": spark.version,
+               "master": spark.sparkContext.master}
+    work = Path(tempfile.mkdtemp(prefix="raw_parse_multi_"))
+    rows = []
+    try:
+        for system in systems:
+            folder = work / system
+            n, real = write_system_log(folder / "logs", system, lines, files)
+            scfg = cfg.replace(input="raw_logs", raw_logs=str(folder / "logs"), anomaly_labels="", log_format=system,
+                               segment="lines", segment_lines=20, templates_from="mine",
+                               tables_root=str(folder / "warehouse"), artifacts_root=str(folder / "artifacts"))
+            parse_s, stage_s, summary = timed_runs(spark, scfg, n, repeats, lambda: parse_mined(
+                read_raw_logs(spark, scfg.raw_logs), PRESETS[system], None, scfg.drain_sim_th, scfg.drain_depth,
+                sessions_by_id=False)[0])
+            rows.append({"system": system, "lines": n, "real_lines": real, "templates": summary["templates"],
+                         "accepted_lines": summary["accepted_lines"], "rejected_lines": summary["rejected_lines"],
+                         "rejects_by_reason": summary["rejects_by_reason"], "segments": summary["blocks"],
+                         "parse_s": [round(x, 2) for x in parse_s], "ingest_raw_s": [round(x, 2) for x in stage_s],
+                         "parse_lines_per_s_median": round(n / statistics.median(parse_s)),
+                         "ingest_raw_lines_per_s_median": round(n / statistics.median(stage_s))})
+            shutil.rmtree(folder, ignore_errors=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        spark.stop()
+    total = sum(r["lines"] for r in rows)
+    parse_total = sum(statistics.median(r["parse_s"]) for r in rows)
+    stage_total = sum(statistics.median(r["ingest_raw_s"]) for r in rows)
+    result = {"name": name, "synthetic": True, "systems": rows, "lines": total, "files_per_system": files,
+              "parse_lines_per_s_overall": round(total / parse_total),
+              "ingest_raw_lines_per_s_overall": round(total / stage_total), "machine": machine,
+              "command": "bench/raw_parse.py " + " ".join(argv)}
+    (RESULTS / f"raw_parse_{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    md = [f"# Raw log ingest with Drain3 mining, several systems: {name}", "",
+          f"SYNTHETIC input built from REAL lines: per system its real Loghub lines repeated to {lines:,} lines, in "
+          f"{files} plain files; parsed with the system's format preset, templates mined by Drain3 in Spark, "
+          f"segmented into windows of 20 lines. Machine: {os.cpu_count()} CPUs, master {result['machine']['master']}. "
+          f"Command: `.venv/bin/python {result['command']}`. Medians of {repeats} runs, each run alone.", "",
+          "| system | lines (distinct real lines) | templates | rejected | parse + mine, runs (s) | lines/s | "
+          "ingest-raw stage, runs (s) | lines/s |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        md.append(f"| {r['system']} | {r['lines']:,} ({r['real_lines']:,}) | {r['templates']} | {r['rejected_lines']:,} | "
+                  f"{r['parse_s']} | {r['parse_lines_per_s_median']:,} | {r['ingest_raw_s']} | "
+                  f"{r['ingest_raw_lines_per_s_median']:,} |")
+    md += ["", f"All systems: {total:,} lines; parse + mine **{result['parse_lines_per_s_overall']:,} lines/s**, "
+           f"the whole ingest-raw stage (parse, mine, segment, rejects, counts, Delta writes, checks) "
+           f"**{result['ingest_raw_lines_per_s_overall']:,} lines/s** (total lines over the sum of the medians)."]
+    (RESULTS / f"raw_parse_{name}.md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+
+
 def main() -> None:
-    argv, copies = pop_option(sys.argv[1:], "copies", "500")
+    argv, systems = pop_option(sys.argv[1:], "systems", "")
+    argv, per_system = pop_option(argv, "lines", "500000")
+    if systems:
+        argv2, files = pop_option(argv, "files", "4")
+        argv2, repeats = pop_option(argv2, "repeats", "3")
+        sys.argv = [sys.argv[0], *argv2]
+        name, cfg, spark = bench_setup("bench-raw-parse")
+        multi_system(name, cfg, spark, systems.split(","), int(per_system), int(files), int(repeats), sys.argv[1:] + [
+            f"--systems {systems}", f"--lines {per_system}", f"--files {files}", f"--repeats {repeats}"])
+        return
+    argv, copies = pop_option(argv, "copies", "500")
     argv, files = pop_option(argv, "files", "4")
     argv, repeats = pop_option(argv, "repeats", "3")
     sys.argv = [sys.argv[0], *argv]
@@ -70,20 +198,8 @@ def main() -> None:
         gen_s = time.perf_counter() - t0
         cfg = cfg.replace(raw_logs=str(work / "logs"), anomaly_labels="")
         templates = [r.asDict() for r in read_templates(spark, cfg.templates).collect()]
-        parse_s, stage_s, summary = [], [], {}
-        for _ in range(int(repeats)):
-            t0 = time.perf_counter()
-            parsed = parse_lines(read_raw_logs(spark, cfg.raw_logs), templates)
-            # every parsed field feeds the aggregate, so none of the parsing is pruned away
-            counted = parsed.agg(F.count(F.lit(1)), F.sum(F.col("event_id").isNotNull().cast("long")),
-                                 F.sum(F.size("block_ids")), F.max("ts"), F.max(F.length("component")),
-                                 F.count("reason")).first()
-            parse_s.append(time.perf_counter() - t0)
-            assert counted[0] == lines, (counted[0], lines)
-            t0 = time.perf_counter()
-            summary = run_ingest_raw(spark, cfg)
-            stage_s.append(time.perf_counter() - t0)
-            assert summary["lines"] == lines
+        parse_s, stage_s, summary = timed_runs(spark, cfg, lines, int(repeats), lambda: parse_lines(
+            read_raw_logs(spark, cfg.raw_logs), templates))
         result = {
             "name": name, "synthetic": True, "copies": int(copies), "files": int(files), "lines": lines,
             "bytes": sum(os.path.getsize(p) for p in (work / "logs").iterdir()),

@@ -55,6 +55,10 @@ class ValTable:
         return float(self.normal.sum())
 
 
+#: The fused rule finds "no signal" when its val F1 is within this factor of flagging every session.
+NO_SIGNAL_MARGIN = 1.05
+
+
 def f1_of(tp: float, fp: float, fn: float) -> float:
     return 2 * tp / (2 * tp + fp + fn) if tp else 0.0
 
@@ -192,6 +196,9 @@ def calibrate(table: ValTable, fixed: Mapping[str, np.ndarray] | None = None, fp
         members[d] = t
         base = base | fires(scores[d], t)
     tp, fp = table.anomalous[base].sum(), table.normal[base].sum()
+    flag_all = f1_of(table.anomalies, table.normals, 0.0)
     out["fused"] = {"members": members, "val_f1": current, "val_tp": int(tp), "val_fp": int(fp),
-                    "rule": "OR of the members, chosen greedily on val F1"}
+                    "rule": "OR of the members, chosen greedily on val F1",
+                    # the F1 of flagging every val session: a rule no better finds nothing in these sessions
+                    "val_f1_flag_all": flag_all, "no_signal": bool(current <= flag_all * NO_SIGNAL_MARGIN)}
     return out

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from deeplog_spark.errors import ConfigError
+from deeplog_spark.formats import PRESETS, SEGMENTS
 
 #: The default config file, shipped inside the package (``conf/deeplog.toml`` of a checkout links
 #: to it); when the package runs from a zip, a copy extracted by :mod:`deeplog_spark.resources`.
@@ -29,6 +30,10 @@ SAMPLE_KEYS = ("event_traces", "anomaly_labels", "templates", "raw_logs")
 CONFIG_ENV = "DEEPLOG_CONFIG"
 #: Values of the ``split`` column.
 SPLITS = ("train", "val", "test")
+#: What full-pipeline ingests.
+INPUTS = ("event_traces", "sequences", "raw_logs")
+#: Where raw-log event ids come from (``auto``: the file for HDFS, else mined or the saved miner).
+TEMPLATE_SOURCES = ("auto", "file", "mine", "state")
 #: Learning-rate schedules (deeplog_spark.nn.trainer).
 SCHEDULES = ("onecycle", "plateau", "constant")
 #: The largest window length h (a window is an LSTM pass of h steps; more is a typo, not a model).
@@ -53,10 +58,28 @@ class Config:
     anomaly_labels: str = _field("data", "anomaly_label.csv; empty string for none")
     templates: str = _field("data", "HDFS.log_templates.csv (EventId,EventTemplate)")
     raw_logs: str = _field("data", "raw HDFS log files for --task ingest-raw (plain/.gz, glob or directory)")
+    input: str = _field("data", "what full-pipeline ingests: event_traces (Loghub HDFS), sequences (session_id,events "
+                               "CSV) or raw_logs (log lines, with log_format)")
+    sequences: str = _field("data", "generic sessions for input = sequences: a CSV of session_id,events[,label]")
     ingest_batch: str = _field("data", "name of an input batch (e.g. a day of logs); ingest default: the input's "
                                        "file or folder name; detect: score only this batch ('' = all)")
     append: bool = _field("data", "ingest/windows: add or replace this batch in existing tables, keep the others")
     strict: bool = _field("data", "ingest: fail (exit 2) when any input row or log line is rejected")
+    # [logs]
+    log_format: str = _field("logs", "raw_logs line format: a preset (hdfs, bgl, thunderbird, spirit, hadoop, openstack, "
+                                     "spark, zookeeper)")
+    line_regex: str = _field("logs", "replace the preset's line regex (Python named groups; content required)")
+    timestamp_format: str = _field("logs", "replace the preset's timestamp format (Spark datetime pattern, or epoch)")
+    session_regex: str = _field("logs", "segment = id: a regex whose group 1 is a session id in the content")
+    session_field: str = _field("logs", "segment = id: a named field of the line regex as the session id")
+    templates_from: str = _field("logs", "event ids: file (the templates file), mine (Drain3), state (the saved miner) "
+                                         "or auto")
+    drain_sim_th: float = _field("logs", "Drain3 similarity threshold")
+    drain_depth: int = _field("logs", "Drain3 parse-tree depth")
+    segment: str = _field("logs", "sessions of raw logs: id, lines (fixed windows of segment_lines) or time windows")
+    segment_lines: int = _field("logs", "segment = lines: lines per session")
+    window_seconds: float = _field("logs", "segment = time: window length in seconds")
+    window_step_seconds: float = _field("logs", "segment = time: seconds between window starts (<= window_seconds)")
     # [tables]
     tables_root: str = _field("tables", "directory holding the Delta tables")
     artifacts_root: str = _field("tables", "directory for model runs and plots")
@@ -328,6 +351,17 @@ def _validate(cfg: Config) -> None:
     _check(cfg.h <= MAX_H, "h", cfg.h, f"must be <= {MAX_H}")
     _check(cfg.value_chunk > cfg.h, "value_chunk", cfg.value_chunk, f"must be > h ({cfg.h}): later chunks repeat h steps as context")
     _check(cfg.lr_schedule in SCHEDULES, "lr_schedule", cfg.lr_schedule, f"must be one of {', '.join(SCHEDULES)}")
+    _check(cfg.input in INPUTS, "input", cfg.input, f"must be one of {', '.join(INPUTS)}")
+    _check(cfg.log_format in PRESETS, "log_format", cfg.log_format, f"must be one of {', '.join(PRESETS)}")
+    _check(cfg.templates_from in TEMPLATE_SOURCES, "templates_from", cfg.templates_from,
+           f"must be one of {', '.join(TEMPLATE_SOURCES)}")
+    _check(cfg.segment in SEGMENTS, "segment", cfg.segment, f"must be one of {', '.join(SEGMENTS)}")
+    _check(0.0 < cfg.drain_sim_th <= 1.0, "drain_sim_th", cfg.drain_sim_th, "must be in (0, 1]")
+    _check(cfg.drain_depth >= 3, "drain_depth", cfg.drain_depth, "must be >= 3 (Drain3's minimum)")
+    _check(cfg.segment_lines >= 1, "segment_lines", cfg.segment_lines, "must be >= 1")
+    _check(cfg.window_seconds > 0, "window_seconds", cfg.window_seconds, "must be > 0")
+    _check(0 < cfg.window_step_seconds <= cfg.window_seconds, "window_step_seconds", cfg.window_step_seconds,
+           "must be in (0, window_seconds]: a larger step would leave lines in no window")
     _check(cfg.predictions in ("anomalous", "all"), "predictions", cfg.predictions, "must be 'anomalous' or 'all'")
     _check(0.0 < cfg.calibration_fpr < 1.0, "calibration_fpr", cfg.calibration_fpr, "must be in (0, 1)")
     _check(cfg.steps_per_epoch >= 0, "steps_per_epoch", cfg.steps_per_epoch, "must be >= 0 (0 = one pass)")

@@ -28,7 +28,7 @@ from pyspark.sql import functions as F
 
 from deeplog_spark import schemas
 from deeplog_spark.config import Config
-from deeplog_spark.detectors import model_ids, sequence_scores, sequences, value_per_session
+from deeplog_spark.detectors import model_ids, seq_key, sequence_scores, sequences, value_per_session
 from deeplog_spark.errors import InputError
 from deeplog_spark.logs import stage
 from deeplog_spark.runs import ModelBundle, detection_rows, detection_stats_path, write_json
@@ -156,7 +156,7 @@ def predictions(anomalous: DataFrame, windows: DataFrame, bundle: ModelBundle, g
     scored = value_per_session(anomalous, bundle, spec_value if spec_value is not None else float("inf"),
                                batch_size, full=True).select("block_id", "split", "label", "ingest_batch", "events",
                                                              "value_errors")
-    rows = scored.join(windows, "events")
+    rows = scored.withColumn("seq_key", seq_key(F.col("events"))).join(windows, "seq_key")
     value_error = F.element_at("value_errors", F.col("event_index") + 1)  # null beyond the session (the end marker)
     value_error = F.when(F.col("event_index") < F.size("value_errors"), value_error)
     key_anomaly = F.col("key_rank") > F.lit(g)

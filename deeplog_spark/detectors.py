@@ -46,6 +46,12 @@ def sequences(traces: DataFrame) -> DataFrame:
     return traces.groupBy("events").agg(F.count(F.lit(1)).cast("long").alias("sessions"))
 
 
+def seq_key(events: Column) -> Column:
+    """A compact key of an event sequence (SHA-256 of its ids): the window rows of a sequence carry
+    it instead of the sequence itself, so a session of L events costs O(L) rows of O(h), not O(L^2)."""
+    return F.sha2(F.concat_ws(",", events.cast("array<string>")), 256)
+
+
 def model_ids(events: Column, vocab_size: int) -> Column:
     """Event ids as the key model sees them: ids outside 1..vocab_size become ``UNKNOWN_ID``."""
     return F.transform(events, lambda e: F.when((e >= 1) & (e <= vocab_size), e).otherwise(F.lit(UNKNOWN_ID)))
@@ -79,15 +85,16 @@ def _key_udf(model_bytes: bytes, sha: str, train_vocab: list[int], top_g: int, b
 
 def key_windows(seqs: DataFrame, bundle: ModelBundle, top_g: int, batch_size: int) -> DataFrame:
     """Every window of every distinct sequence with its key scores:
-    ``events, n, position, window, next_event, event_index, key_rank, key_score, top_g, key_reason``."""
-    mapped = seqs.select(F.col("events").alias("seq"), model_ids(F.col("events"), bundle.vocab_size).alias("events"),
-                         F.size("events").alias("n"))
-    rows = window_rows(mapped, bundle.h, bundle.start_end, keep=["seq", "n"])
+    ``seq_key, n, position, window, next_event, event_index, key_rank, key_score, top_g, key_reason``
+    (``seq_key``: :func:`seq_key` of the sequence)."""
+    mapped = seqs.select(seq_key(F.col("events")).alias("seq_key"),
+                         model_ids(F.col("events"), bundle.vocab_size).alias("events"), F.size("events").alias("n"))
+    rows = window_rows(mapped, bundle.h, bundle.start_end, keep=["seq_key", "n"])
     udf = _key_udf(bundle.key_bytes, bundle.key_sha, bundle.train_vocab, top_g, batch_size)
     cols = ["window", "next_event"]
     scored = rows.select(*cols).distinct().select(*cols, udf(F.struct(*cols)).alias("s")).select(*cols, "s.*")
     return (rows.join(scored, cols)
-            .select(F.col("seq").alias("events"), "n", "position", "window", "next_event",
+            .select("seq_key", "n", "position", "window", "next_event",
                     event_index(F.col("position"), F.col("n"), bundle.h, bundle.markers).alias("event_index"),
                     "key_rank", "key_score", "top_g", "key_reason"))
 
@@ -101,13 +108,13 @@ def key_per_sequence(windows: DataFrame, g: int) -> DataFrame:
                      F.struct(F.col("key_score"), -F.col("position")))
     over = F.col("key_rank") > F.lit(g)
     first = F.min_by(F.struct("position", "window", "next_event", "key_reason"), F.when(over, F.col("position")))
-    agg = windows.groupBy("events").agg(
+    agg = windows.groupBy("seq_key").agg(
         F.count(F.lit(1)).cast("int").alias("n_windows"), F.max("key_rank").alias("max_key_rank"),
         F.max("key_score").alias("max_key_score"), worst.alias("_w"),
         F.sum(over.cast("int")).cast("int").alias("n_anomalous_windows"), first.alias("_f"),
         F.min(F.when(over, F.col("position"))).alias("first_key_position"))
     return agg.select(
-        "events", "n_windows", "max_key_rank", "max_key_score", "n_anomalous_windows", "first_key_position",
+        "seq_key", "n_windows", "max_key_rank", "max_key_score", "n_anomalous_windows", "first_key_position",
         F.col("_w.position").alias("key_position"), F.col("_w.window").alias("key_window"),
         F.col("_w.next_event").alias("key_next_event"), F.slice(F.col("_w.top_g"), 1, g).alias("key_expected"),
         F.exp(-F.col("_w.key_score")).alias("key_p"),
@@ -209,7 +216,8 @@ def sequence_scores(spark: SparkSession, seqs: DataFrame, bundle: ModelBundle, p
     ``seqs``: distinct ``events``. The key windows are returned for the per-window predictions.
     """
     kw = key_windows(seqs, bundle, g, batch_size)
-    out = key_per_sequence(kw, g)
+    out = (seqs.select("events", seq_key(F.col("events")).alias("seq_key"))
+           .join(key_per_sequence(kw, g), "seq_key").drop("seq_key"))
     counted = with_counts(seqs.select("events")).persist()  # small: the distinct sequences
     if bundle.count is not None and patterns is not None:
         out = out.join(count_per_sequence(counted, patterns, bundle.count, templates), "events", "left")

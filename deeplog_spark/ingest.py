@@ -119,6 +119,57 @@ def read_anomaly_labels(spark: SparkSession, path: str) -> DataFrame:
     return _read_csv_strings(spark, path, LABEL_COLUMNS)
 
 
+#: The generic sequence input: one session per row, ``session_id,events[,label]``.
+SEQUENCE_REQUIRED = ("session_id", "events")
+SEQUENCE_OPTIONAL = ("label",)
+SESSION_LABEL_COLUMNS = ("session_id", "label")
+
+
+def _label_word(col: Column, normal: str, anomaly: str) -> Column:
+    """A label given as 0/1, normal/anomaly or Normal/Anomaly, as the words ``normal``/``anomaly``
+    (anything else is kept, and rejected as ``malformed_label`` by the parser)."""
+    v = F.lower(F.trim(col))
+    return (F.when(v.isin("0", "normal", "false"), F.lit(normal))
+            .when(v.isin("1", "anomaly", "abnormal", "true"), F.lit(anomaly)).otherwise(col))
+
+
+def read_sequences(spark: SparkSession, path: str) -> DataFrame:
+    """The generic sequence input (any system, sessions already built) as raw Event_traces rows.
+
+    A headered CSV (plain or .gz, file, glob or folder) with ``session_id`` and ``events``, and
+    optionally ``label`` (0/1 or Normal/Anomaly). ``events`` lists event ids (``5 8 12``,
+    ``[5, 8, 12]``, or keys ``E5 E8``) separated by spaces or commas; id n is the template ``En``
+    of the templates file. The rows then go through the Event_traces parser, so they get its
+    checks and reject reasons; a reject's ``raw`` column shows the row in Event_traces form.
+    """
+    raw = _read_csv_strings(spark, path, SEQUENCE_REQUIRED, SEQUENCE_OPTIONAL)
+    tokens = F.filter(F.split(F.regexp_replace(F.trim(F.col("events")), r"^\[|\]$", ""), r"[\s,]+"),
+                      lambda t: t != "")
+    keys = F.transform(tokens, lambda t: F.when(t.rlike(r"^[0-9]+$"), F.concat(F.lit("E"), t)).otherwise(t))
+    features = F.when(F.col("events").isNotNull(), F.concat(F.lit("["), F.array_join(keys, ","), F.lit("]")))
+    cols = [F.col("session_id").alias("BlockId"), features.alias("Features")]
+    if "label" in raw.columns:
+        cols.append(_label_word(F.col("label"), "Success", "Fail").alias("Label"))
+    return raw.select(*cols, CORRUPT, SOURCE_FILE)
+
+
+def read_session_labels(spark: SparkSession, path: str) -> DataFrame:
+    """A label file as raw ``BlockId,Label`` rows: Loghub's ``anomaly_label.csv`` (BlockId,Label with
+    Normal/Anomaly) or the generic ``session_id,label`` (0/1 or Normal/Anomaly)."""
+    reader = spark.read.option("header", True)
+    if _is_folder(path):
+        reader = reader.option("pathGlobFilter", CSV_FILES)
+    try:
+        header = [c.strip().lower() for c in reader.csv(path).columns]
+    except Exception:  # missing path and the like: the reader below says it clearly
+        header = []
+    if "session_id" not in header:
+        return read_anomaly_labels(spark, path)
+    raw = _read_csv_strings(spark, path, SESSION_LABEL_COLUMNS)
+    return raw.select(F.col("session_id").alias("BlockId"), _label_word(F.col("label"), "Normal", "Anomaly").alias("Label"),
+                      CORRUPT, SOURCE_FILE)
+
+
 def read_templates(spark: SparkSession, path: str) -> DataFrame:
     """``HDFS.log_templates.csv`` parsed into ``templates(event_id, event_key, template)``.
 
@@ -319,10 +370,10 @@ def _raw_line(df: DataFrame, columns: list[str]) -> Column:
     return F.coalesce(F.col(CORRUPT), F.to_csv(F.struct(*[F.col(c) for c in columns])))
 
 
-def trace_rejects(parsed: DataFrame, ingested_at: dt.datetime) -> DataFrame:
+def trace_rejects(parsed: DataFrame, ingested_at: dt.datetime, source: str = SOURCE_EVENT_TRACES) -> DataFrame:
     """``ingest_rejects`` rows for the rejected Event_traces rows of :func:`parse_traces`."""
     raw_cols = [c for c in parsed.columns if c in TRACE_REQUIRED + TRACE_OPTIONAL]
-    return _rejects(parsed.where(F.col("reason").isNotNull()), SOURCE_EVENT_TRACES, raw_cols, ingested_at)
+    return _rejects(parsed.where(F.col("reason").isNotNull()), source, raw_cols, ingested_at)
 
 
 def _rejects(df: DataFrame, source: str, raw_cols: list[str], ingested_at: dt.datetime) -> DataFrame:
@@ -416,11 +467,12 @@ class IngestResult:
 
 
 def ingest(raw_traces: DataFrame, templates: DataFrame, raw_labels: DataFrame | None,
-           ingested_at: dt.datetime) -> IngestResult:
-    """Parse traces and labels into accepted traces plus one rejects DataFrame."""
+           ingested_at: dt.datetime, source: str = SOURCE_EVENT_TRACES) -> IngestResult:
+    """Parse traces and labels into accepted traces plus one rejects DataFrame (``source``: what
+    the trace rows' rejects are tagged with, Event_traces or the generic sequences)."""
     parsed = parse_traces(raw_traces, event_key_map(templates))
     parsed_labels = None
-    rejects = trace_rejects(parsed, ingested_at)
+    rejects = trace_rejects(parsed, ingested_at, source)
     if raw_labels is not None:
         parsed_labels = parse_labels(raw_labels, parsed.select("block_id"))
         rejects = rejects.unionByName(label_rejects(parsed_labels, ingested_at))

@@ -106,11 +106,19 @@ def mine(messages: Iterable[str], sim_th: float = 0.4, depth: int = 4) -> tuple[
     return miner, [miner.match(m) for m in messages]
 
 
-def partition_templates(messages: Iterable[str], sim_th: float = 0.4, depth: int = 4) -> list[tuple[str, int]]:
-    """(template, count) of one partition's messages: what a Spark task returns."""
+def partition_templates(messages: Iterable[str], sim_th: float = 0.4, depth: int = 4,
+                        counts: Iterable[int] | None = None) -> list[tuple[str, int]]:
+    """(template, count) of one partition's messages: what a Spark task returns. With ``counts``,
+    each message stands for that many lines (distinct messages: Drain learns nothing from a
+    message it has seen, so feeding each once gives the same templates)."""
     miner = Miner(sim_th, depth)
-    for m in messages:
-        miner.add(m)
+    if counts is None:
+        for m in messages:
+            miner.add(m)
+    else:
+        for m, n in zip(messages, counts):
+            cid = miner.add(m)
+            miner.tm.drain.id_to_cluster[cid].size += int(n) - 1
     counts = miner.counts()
     return [(c.get_template(), counts[int(c.cluster_id)]) for c in miner.tm.drain.clusters]
 

@@ -17,9 +17,11 @@ METRICS = "metrics"
 TEMPLATE_COUNTS = "template_counts"
 #: the normal count patterns of every trained run (the quantitative model), partitioned by run_id
 COUNT_PATTERNS = "count_patterns"
+#: the Drain3 miner of mined templates (one row: its JSON state), so later batches get the same ids
+MINER_STATE = "miner_state"
 #: Every table a stage writes (``--task register`` registers the existing ones in the catalog).
 ALL_TABLES = (TEMPLATES, TRACES, INGEST_REJECTS, WINDOWS, PREDICTIONS, VERDICTS, METRICS, TEMPLATE_COUNTS,
-              COUNT_PATTERNS)
+              COUNT_PATTERNS, MINER_STATE)
 
 #: Event id used to left-pad windows of sessions shorter than h+1; real event ids start at 1.
 PADDING_ID = 0
@@ -55,12 +57,15 @@ class Reason:
     MALFORMED_TIMESTAMP = "malformed_timestamp"
     UNKNOWN_TEMPLATE = "unknown_template"
     NO_BLOCK_ID = "no_block_id"
+    # raw lines of other systems segmented by id: the line names no session
+    NO_SESSION_ID = "no_session_id"
 
 
 # Input sources named in ingest_rejects.source.
 SOURCE_EVENT_TRACES = "event_traces"
 SOURCE_ANOMALY_LABELS = "anomaly_labels"
 SOURCE_RAW_LOG = "raw_log"
+SOURCE_SEQUENCES = "sequences"
 
 
 def marker_ids(vocab_size: int) -> tuple[int, int]:

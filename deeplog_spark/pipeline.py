@@ -17,7 +17,8 @@ from pyspark.sql import functions as F
 from deeplog_spark import schemas
 from deeplog_spark.config import Config
 from deeplog_spark.errors import InputError
-from deeplog_spark.ingest import build_traces, ingest, read_anomaly_labels, read_event_traces, read_templates
+from deeplog_spark.ingest import (build_traces, ingest, read_event_traces, read_sequences, read_session_labels,
+                                  read_templates)
 from deeplog_spark.logs import stage
 from deeplog_spark.schemas import Reason
 from deeplog_spark.split import assign_split
@@ -89,25 +90,31 @@ def _in_batch(df: DataFrame, batch: str) -> DataFrame:
 
 
 def run_ingest(spark: SparkSession, cfg: Config, ingested_at: dt.datetime | None = None) -> dict:
-    """Ingest Event_traces + labels + templates into the templates, traces and rejects tables.
+    """Ingest sessions + labels + templates into the templates, traces and rejects tables: Loghub
+    Event_traces, or with ``input = sequences`` the generic ``session_id,events[,label]`` rows.
 
     With ``append`` the batch is added to (or replaced in) existing tables. Returns the row
     counts it logged.
     """
     ingested_at = ingested_at or dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    sequences = cfg.input == "sequences"
+    source = schemas.SOURCE_SEQUENCES if sequences else schemas.SOURCE_EVENT_TRACES
+    path = cfg.sequences if sequences else cfg.event_traces
+    if not path:
+        raise InputError("input = sequences needs --sequences PATH (a CSV of session_id,events[,label])")
     with stage("ingest") as st:
-        batch = batch_name(cfg, cfg.event_traces)
+        batch = batch_name(cfg, path)
         templates = read_templates(spark, cfg.templates)
-        raw_traces = read_event_traces(spark, cfg.event_traces)
-        raw_labels = read_anomaly_labels(spark, cfg.anomaly_labels) if cfg.anomaly_labels else None
-        res = ingest(raw_traces, templates, raw_labels, ingested_at)
+        raw_traces = read_sequences(spark, path) if sequences else read_event_traces(spark, path)
+        raw_labels = read_session_labels(spark, cfg.anomaly_labels) if cfg.anomaly_labels else None
+        res = ingest(raw_traces, templates, raw_labels, ingested_at, source)
         # traces, rejects and label matching all derive from these: parse each input once
         res.parsed_traces.persist(StorageLevel.MEMORY_AND_DISK)
         if res.parsed_labels is not None:
             res.parsed_labels.persist(StorageLevel.MEMORY_AND_DISK)
         try:
-            write_ingest(spark, cfg, templates, res.traces, res.rejects, batch, schemas.SOURCE_EVENT_TRACES, ingested_at)
-            counts = _ingest_counts(spark, cfg, res, batch)
+            write_ingest(spark, cfg, templates, res.traces, res.rejects, batch, source, ingested_at)
+            counts = _ingest_counts(spark, cfg, res, batch, source)
         finally:
             res.parsed_traces.unpersist()
             if res.parsed_labels is not None:
@@ -118,7 +125,7 @@ def run_ingest(spark: SparkSession, cfg: Config, ingested_at: dt.datetime | None
     return counts
 
 
-def _ingest_counts(spark: SparkSession, cfg: Config, res, batch: str) -> dict:
+def _ingest_counts(spark: SparkSession, cfg: Config, res, batch: str, source: str) -> dict:
     by_reason = {
         (r["source"], r["reason"]): r["n"]
         for r in _in_batch(read_table(spark, cfg.table(schemas.INGEST_REJECTS)), batch)
@@ -133,7 +140,7 @@ def _ingest_counts(spark: SparkSession, cfg: Config, res, batch: str) -> dict:
     ).first().asDict()
     splits = {r["split"]: r["n"] for r in traces.groupBy("split").agg(F.count(F.lit(1)).alias("n")).collect()}
     trace_rows = res.parsed_traces.count()
-    trace_rejected = sum(n for (src, _), n in by_reason.items() if src == schemas.SOURCE_EVENT_TRACES)
+    trace_rejected = sum(n for (src, _), n in by_reason.items() if src == source)
     counts = {
         "ingest_batch": batch,
         "trace_rows": trace_rows,
@@ -158,46 +165,102 @@ def _ingest_counts(spark: SparkSession, cfg: Config, res, batch: str) -> dict:
     return counts
 
 
-def run_ingest_raw(spark: SparkSession, cfg: Config, ingested_at: dt.datetime | None = None) -> dict:
-    """Ingest raw HDFS log files (``raw_logs``) into the templates, traces, rejects and
-    template_counts tables; labels come from ``anomaly_labels`` when set. Returns the counts.
+def log_format(cfg: Config):
+    """The configured :class:`~deeplog_spark.formats.LogFormat`: the preset with the overrides."""
+    from deeplog_spark.formats import preset
 
-    A label row for a block that is not in these logs is not a reject here (a label file covers
+    try:
+        return preset(cfg.log_format).with_overrides(cfg.line_regex, cfg.timestamp_format, cfg.session_regex,
+                                                     cfg.session_field)
+    except ValueError as exc:
+        raise InputError(str(exc)) from exc
+
+
+def templates_mode(spark: SparkSession, cfg: Config) -> str:
+    """``file``, ``mine`` or ``state``: ``auto`` is the templates file for HDFS; for other logs a
+    new miner, or with ``append`` the saved one when there is one (so a batch keeps the ids)."""
+    saved = table_exists(spark, cfg.table(schemas.MINER_STATE))
+    mode = cfg.templates_from
+    if mode == "auto":
+        mode = "file" if cfg.log_format == "hdfs" else ("state" if cfg.append and saved else "mine")
+    if mode == "state" and not saved:
+        raise InputError(f"templates_from = state: no saved miner at {cfg.table(schemas.MINER_STATE)} "
+                         "(ingest a first batch with templates_from = mine)")
+    if mode == "mine" and cfg.append and saved:
+        raise InputError("templates_from = mine with --append would renumber the templates of the batches already "
+                         "ingested: use templates_from = state (the default with --append), or rebuild without --append")
+    return mode
+
+
+def load_miner(spark: SparkSession, cfg: Config):
+    from deeplog_spark.mining import Miner
+
+    return Miner.from_state(read_table(spark, cfg.table(schemas.MINER_STATE)).first()["state"])
+
+
+def _save_miner(spark: SparkSession, cfg: Config, miner, batch: str, ingested_at: dt.datetime) -> None:
+    row = [(miner.state(), len(miner.templates()), float(miner.sim_th), int(miner.depth), ingested_at, batch)]
+    df = spark.createDataFrame(row, "state string, templates int, sim_th double, depth int, mined_at timestamp, "
+                                    "ingest_batch string")
+    write_table(df, cfg.table(schemas.MINER_STATE))
+
+
+def run_ingest_raw(spark: SparkSession, cfg: Config, ingested_at: dt.datetime | None = None) -> dict:
+    """Ingest raw log files (``raw_logs``, format ``log_format``) into the templates, traces, rejects
+    and template_counts tables (and ``miner_state`` when templates are mined), cut into sessions
+    by ``segment``; labels come from ``anomaly_labels`` when set, else from per-line labels rolled
+    up. Returns the counts.
+
+    A label row for a session that is not in these logs is not a reject here (a label file covers
     the whole dataset, a day of logs only some of it); such rows are counted.
     """
     from deeplog_spark.ingest import label_rejects, parse_labels
-    from deeplog_spark.raw_ingest import parse_lines, raw_rejects, read_raw_logs, sessions, template_counts
+    from deeplog_spark.raw_ingest import (mined_templates, parse_lines, parse_mined, raw_rejects, read_raw_logs,
+                                          segment, sessions, template_counts)
 
     ingested_at = ingested_at or dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
     with stage("ingest-raw") as st:
         if not cfg.raw_logs:
             raise InputError("no raw logs configured: pass --raw_logs PATH")
+        fmt = log_format(cfg)
+        by_id = cfg.segment == "id"
         batch = batch_name(cfg, cfg.raw_logs)
-        templates = read_templates(spark, cfg.templates)
-        parsed = parse_lines(read_raw_logs(spark, cfg.raw_logs), [r.asDict() for r in templates.collect()])
+        mode = templates_mode(spark, cfg)
+        lines = read_raw_logs(spark, cfg.raw_logs)
+        miner = None
+        if mode == "file":
+            templates = read_templates(spark, cfg.templates)
+            parsed = parse_lines(lines, [r.asDict() for r in templates.collect()], fmt, by_id)
+        else:
+            parsed, miner = parse_mined(lines, fmt, load_miner(spark, cfg) if mode == "state" else None,
+                                        cfg.drain_sim_th, cfg.drain_depth, by_id, keep_unknown=mode == "state")
+            templates = mined_templates(spark, miner)
         parsed = parsed.persist(StorageLevel.MEMORY_AND_DISK)
         try:
-            sess = sessions(parsed)
+            sess = sessions(segment(parsed, cfg.segment, cfg.segment_lines, cfg.window_seconds,
+                                    cfg.window_step_seconds))
             rejects = raw_rejects(parsed, ingested_at)
             labels = None
             if cfg.anomaly_labels:
-                labels = parse_labels(read_anomaly_labels(spark, cfg.anomaly_labels), sess.select("block_id"))
+                labels = parse_labels(read_session_labels(spark, cfg.anomaly_labels), sess.select("block_id"))
                 labels = labels.where(F.col("reason").isNull() | (F.col("reason") != Reason.LABEL_UNKNOWN_BLOCK))
                 rejects = rejects.unionByName(label_rejects(labels, ingested_at))
             write_ingest(spark, cfg, templates, build_traces(sess, labels), rejects, batch, schemas.SOURCE_RAW_LOG,
                          ingested_at)
+            if mode == "mine":
+                _save_miner(spark, cfg, miner, batch, ingested_at)
             write_batches(template_counts(parsed, templates).withColumn("ingest_batch", F.lit(batch)),
                           cfg.table(schemas.TEMPLATE_COUNTS), [batch], cfg.append)
             by_reason = {r["reason"]: r["n"] for r in parsed.groupBy("reason").agg(F.count(F.lit(1)).alias("n")).collect()}
         finally:
             parsed.unpersist()
-        lines = sum(by_reason.values())
+        lines_n = sum(by_reason.values())
         accepted = by_reason.pop(None, 0)
         raw_rejected = _in_batch(read_table(spark, cfg.table(schemas.INGEST_REJECTS)), batch).where(
             F.col("source") == schemas.SOURCE_RAW_LOG)
         stored = raw_rejected.where(F.col("reason") != Reason.BLOCK_ALREADY_INGESTED).count()
-        if lines != accepted + stored:
-            raise ConservationError(f"log lines {lines} != accepted {accepted} + rejected {stored}")
+        if lines_n != accepted + stored:
+            raise ConservationError(f"log lines {lines_n} != accepted {accepted} + rejected {stored}")
         already = raw_rejected.where(F.col("reason") == Reason.BLOCK_ALREADY_INGESTED).count()
         agg = _in_batch(read_table(spark, cfg.table(schemas.TRACES)), batch).agg(
             F.count(F.lit(1)).alias("blocks"), F.sum("event_count").alias("events"),
@@ -206,14 +269,16 @@ def run_ingest_raw(spark: SparkSession, cfg: Config, ingested_at: dt.datetime | 
         per_template = {r["event_key"]: r["lines"] for r in
                         _in_batch(read_table(spark, cfg.table(schemas.TEMPLATE_COUNTS)), batch).collect()
                         if r["lines"]}
-        log.info("ingest-raw: lines per template %s", per_template)
-        st.update(ingest_batch=batch, lines=lines, accepted_lines=accepted, rejected_lines=stored,
+        log.info("ingest-raw: lines per template %s", dict(list(per_template.items())[:50]))
+        st.update(ingest_batch=batch, log_format=fmt.name, segment=cfg.segment, templates_from=mode,
+                  templates=templates.count(), lines=lines_n, accepted_lines=accepted, rejected_lines=stored,
                   blocks_already_ingested=already,
                   rejects_by_reason=dict(sorted(by_reason.items())), blocks=agg["blocks"],
                   events=int(agg["events"] or 0), anomalies=int(agg["anomalies"] or 0),
-                  unlabelled=int(agg["unlabelled"] or 0))
+                  unlabelled=int(agg["unlabelled"] or 0),
+                  unknown_template_lines=int(per_template.get("E0", 0)))
     rejected = {**by_reason, **({Reason.BLOCK_ALREADY_INGESTED: already} if already else {})}
-    _strict_check(cfg, lines, rejected, "log lines")
+    _strict_check(cfg, lines_n, rejected, "log lines")
     return {**dict(st), "lines_per_template": per_template}
 
 
@@ -282,7 +347,7 @@ def run_pipeline(spark: SparkSession, cfg: Config) -> dict:
     from deeplog_spark.training import run_train
     from deeplog_spark.visual import run_visual
 
-    out = {"ingest": run_ingest(spark, cfg)}
+    out = {"ingest": run_ingest_raw(spark, cfg) if cfg.input == "raw_logs" else run_ingest(spark, cfg)}
     out["train"] = run_train(spark, cfg, "both")
     run_id = out["train"]["run_id"]
     out["detect"] = run_detect(spark, cfg, run_id)

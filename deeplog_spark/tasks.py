@@ -2,7 +2,7 @@
 
 Tasks follow the DeepLog spec's ``run_training --task``: ``key``, ``value``, ``both``, ``detect``,
 ``eval``, ``visual``, ``online`` and ``full-pipeline``, plus the data steps ``ingest``,
-``ingest-raw``, ``windows`` and ``generate``. Each maps to one stage runner; the job prints the
+``ingest-sequences``, ``ingest-raw``, ``windows`` and ``generate``. Each maps to one stage runner; the job prints the
 runner's summary as JSON.
 """
 
@@ -43,6 +43,12 @@ def _ingest(spark, cfg, opts):
     from deeplog_spark.pipeline import run_ingest
 
     return run_ingest(spark, cfg)
+
+
+def _ingest_sequences(spark, cfg, opts):
+    from deeplog_spark.pipeline import run_ingest
+
+    return run_ingest(spark, cfg.replace(input="sequences"))
 
 
 def _ingest_raw(spark, cfg, opts):
@@ -115,8 +121,12 @@ def _generate(spark, cfg, opts):
 TASKS: dict[str, Task] = {
     "ingest": Task("parse Event_traces + labels + templates, split by BlockId",
                    "tables templates, traces, ingest_rejects", _ingest),
-    "ingest-raw": Task("parse raw HDFS log files (--raw_logs) into traces with real time intervals",
-                       "tables templates, traces, ingest_rejects, template_counts", _ingest_raw),
+    "ingest-sequences": Task("parse generic sessions of any system (--sequences: session_id,events[,label]) + labels "
+                             "+ templates, split by session id", "tables templates, traces, ingest_rejects",
+                             _ingest_sequences),
+    "ingest-raw": Task("parse raw log files (--raw_logs, --log_format) into sessions (--segment id|lines|time) with "
+                       "real time intervals; templates known (HDFS) or mined by Drain3",
+                       "tables templates, traces, ingest_rejects, template_counts, miner_state (mined)", _ingest_raw),
     "windows": Task("explode sessions into sliding windows of length h", "table windows", _windows),
     "key": Task("train the Key LSTM (Petastorm + TorchDistributor), the count and PCA models, calibrate on val",
                 "runs/<run>/key_model.pt, key_history.json, key_loss_curve.png, count_model.json, pca_model.json, "
@@ -145,7 +155,7 @@ TASKS: dict[str, Task] = {
                      "catalog entries (external Delta tables; data and history stay at tables_root)", _register),
     "generate": Task("write a SYNTHETIC full-size workload resampled from the real sample (--gen_blocks)",
                      "<gen_out>/Event_traces.csv/, anomaly_label.csv/, GENERATED.md", _generate),
-    "full-pipeline": Task("ingest -> both -> detect -> eval -> visual",
+    "full-pipeline": Task("ingest (--input event_traces|sequences|raw_logs) -> both -> detect -> eval -> visual",
                           "all of the above", _full),
 }
 

@@ -25,7 +25,7 @@ from deeplog_spark.config import Config
 from deeplog_spark.errors import InputError
 from deeplog_spark.logs import stage
 from deeplog_spark.runs import ModelBundle, run_dir, save_model, write_json
-from deeplog_spark.tables import read_table, replace_where, table_version
+from deeplog_spark.tables import read_table, replace_where, table_exists, table_version
 from deeplog_spark.train_data import (
     has_intervals,
     interval_stats,
@@ -286,6 +286,10 @@ def calibrate(spark: SparkSession, cfg: Config, run_id: str) -> dict:
     log.info("calibration on val (%d sessions, %d anomalies): fused = %s (val F1 %s)", result["val_sessions"],
              result["val_anomalies"], " OR ".join(f"{d} > {t:.4g}" for d, t in result["fused"]["members"].items()),
              "n/a" if result["fused"].get("val_f1") is None else f"{result['fused']['val_f1']:.4f}")
+    if result["fused"].get("no_signal"):
+        log.warning("calibration: the best rule on val (F1 %.4f) is no better than flagging every val session "
+                    "(F1 %.4f): the detectors find no signal that separates these anomalies from normal sessions; "
+                    "do not use its verdicts as alerts", result["fused"]["val_f1"], result["fused"]["val_f1_flag_all"])
     return result
 
 
@@ -303,6 +307,10 @@ def run_train(spark: SparkSession, cfg: Config, task: str = "both") -> dict:
         set_petastorm_cache(spark, cfg)
         summary: dict = {"run_id": run_id, "run_dir": str(out_dir), "traces_version": version,
                          "vocab_size": vocab_size, "tasks": {}}
+        if table_exists(spark, cfg.table(schemas.MINER_STATE)):  # mined templates: the run keeps its miner
+            miner = read_table(spark, cfg.table(schemas.MINER_STATE)).first()
+            (out_dir / "miner_state.json").write_text(miner["state"])
+            summary["miner_templates"] = miner["templates"]
         for t in tasks:
             summary["tasks"][t] = train_lstm(spark, cfg, t, traces, vocab_size, out_dir, run_id, version)
         summary["quantitative"] = fit_quantitative(spark, cfg, traces, run_id, out_dir)

@@ -91,13 +91,21 @@ def window_rows(df: DataFrame, h: int, markers: tuple[int, int] | None, keep: Se
         cols.append(F.when(F.col("intervals").isNotNull(),
                            F.concat(F.array_repeat(F.lit(0.0), pad), iv)).alias("_iv"))
     padded = df.select(*cols)
-    exploded = padded.select("*", F.explode(F.sequence(F.lit(0), F.size("_ev") - h - 1)).alias("position"))
-    pos = F.col("position")
-    window, nxt = _slide(F.col("_ev"), pos, h)
-    out = [*keep, pos.cast("int").alias("position"), window.alias("window"), nxt.alias("next_event")]
-    if intervals:
-        out += [F.slice("_iv", pos + 1, h).alias("window_intervals"), F.element_at("_iv", pos + h + 1).alias("next_interval")]
-    return exploded.select(*out)
+
+    def one(pos: Column) -> Column:
+        window, nxt = _slide(F.col("_ev"), pos, h)
+        fields = [pos.cast("int").alias("position"), window.alias("window"), nxt.alias("next_event")]
+        if intervals:
+            fields += [F.slice("_iv", pos + 1, h).alias("window_intervals"),
+                       F.element_at("_iv", pos + h + 1).alias("next_interval")]
+        return F.struct(*fields)
+
+    # the windows are built inside the row (O(L * h)) and only they are exploded: exploding the
+    # positions next to the session would copy the whole session into each of its L rows, O(L^2)
+    # memory (a 99,001-event Hadoop container ran the JVM out of heap)
+    windows = F.transform(F.sequence(F.lit(0), F.size("_ev") - h - 1), one)
+    names = ["position", "window", "next_event"] + (["window_intervals", "next_interval"] if intervals else [])
+    return padded.select(*keep, F.explode(windows).alias("_w")).select(*keep, *[F.col("_w." + n).alias(n) for n in names])
 
 
 def sliding_windows(traces: DataFrame, h: int, markers: tuple[int, int] | None = None) -> DataFrame:

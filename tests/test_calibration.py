@@ -74,3 +74,16 @@ def test_count_knobs_are_chosen_on_the_grid_by_val_f1():
     knobs, f1, decision = C.choose_count_knobs(records, grid)
     assert f1 == 1.0 and knobs["min_support"] == 10 and knobs["slack"] == 2 and math.isinf(knobs["cap_factor"])
     assert decision.tolist() == [False, True, False, False]
+
+
+def test_a_rule_no_better_than_flagging_everything_is_marked_no_signal():
+    # anomalies share the normals' scores (OpenStack's ait sequences): the best val F1 is that of
+    # flagging every session, and the calibration says so
+    same = [(160, 20, {"key": 2, "key_nll": 1.0, "value": None, "pca": 1.0}),
+            (20, 2, {"key": 3, "key_nll": 2.0, "value": None, "pca": 1.5})]
+    out = C.calibrate(_table(same))
+    assert out["fused"]["no_signal"] is True
+    assert out["fused"]["val_f1_flag_all"] == pytest.approx(2 * 22 / (2 * 22 + 180))
+    sep = [(180, 0, {"key": 2, "key_nll": 1.0, "value": None, "pca": 1.0}),
+           (0, 22, {"key": 9, "key_nll": 9.0, "value": None, "pca": 1.0})]
+    assert C.calibrate(_table(sep))["fused"]["no_signal"] is False

@@ -1,6 +1,7 @@
 """Raw HDFS log ingest: line parsing, template matching, rejects, sessions with real intervals."""
 
 import csv
+import datetime as dt
 import gzip
 import io
 
@@ -116,8 +117,8 @@ def test_log_header_fields_are_parsed(spark):
     df = spark.createDataFrame([(LINES[0], "f", 0)], "line string, source_file string, line_order long")
     tpl = [{"event_id": 5, "event_key": "E5", "template": "[*]Receiving block[*]src:[*]dest:[*]"}]
     r = parse_lines(df, tpl).first()
-    assert (r["date"], r["time"], r["pid"], r["level"], r["component"]) == (
-        "081109", "203518", "143", "INFO", "dfs.DataNode$DataXceiver")
+    assert (r["ts"], r["level"], r["component"]) == (
+        dt.datetime(2008, 11, 9, 20, 35, 18), "INFO", "dfs.DataNode$DataXceiver")
     assert r["event_id"] == 5 and r["block_ids"] == ["blk_1"] and r["reason"] is None
 
 

@@ -206,7 +206,7 @@ def test_help_lists_tasks_options_and_config_keys():
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--task", "train"], "--task must be one of ingest, ingest-raw, windows, key"),
+    (["--task", "train"], "--task must be one of ingest, ingest-sequences, ingest-raw, windows, key"),
     (["--task"], "option --task needs a value"),
     (["--task", "key", "--epochs", "many"], "config key epochs: expected int"),
     (["--task", "key", "--epoch", "3"], "unknown option --epoch"),

@@ -215,8 +215,8 @@ def run_ingest_raw(spark: SparkSession, cfg: Config, ingested_at: dt.datetime | 
     the whole dataset, a day of logs only some of it); such rows are counted.
     """
     from deeplog_spark.ingest import label_rejects, parse_labels
-    from deeplog_spark.raw_ingest import (mined_templates, parse_lines, parse_mined, raw_rejects, read_raw_logs,
-                                          segment, sessions, template_counts)
+    from deeplog_spark.raw_ingest import (mined_fields, mined_templates, parse_lines, parse_mined, raw_rejects,
+                                          read_raw_logs, segment, sessions, template_counts)
 
     ingested_at = ingested_at or dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
     with stage("ingest-raw") as st:
@@ -230,12 +230,14 @@ def run_ingest_raw(spark: SparkSession, cfg: Config, ingested_at: dt.datetime | 
         miner = None
         if mode == "file":
             templates = read_templates(spark, cfg.templates)
-            parsed = parse_lines(lines, [r.asDict() for r in templates.collect()], fmt, by_id)
+            parsed = cached = parse_lines(lines, [r.asDict() for r in templates.collect()], fmt, by_id).persist(
+                StorageLevel.MEMORY_AND_DISK)
         else:
-            parsed, miner = parse_mined(lines, fmt, load_miner(spark, cfg) if mode == "state" else None,
+            # the lines are parsed once: their ids are joined back to the cached fields (a broadcast)
+            cached = mined_fields(lines, fmt, by_id).persist(StorageLevel.MEMORY_AND_DISK)
+            parsed, miner = parse_mined(cached, fmt, load_miner(spark, cfg) if mode == "state" else None,
                                         cfg.drain_sim_th, cfg.drain_depth, by_id, keep_unknown=mode == "state")
             templates = mined_templates(spark, miner)
-        parsed = parsed.persist(StorageLevel.MEMORY_AND_DISK)
         try:
             sess = sessions(segment(parsed, cfg.segment, cfg.segment_lines, cfg.window_seconds,
                                     cfg.window_step_seconds))
@@ -253,7 +255,7 @@ def run_ingest_raw(spark: SparkSession, cfg: Config, ingested_at: dt.datetime | 
                           cfg.table(schemas.TEMPLATE_COUNTS), [batch], cfg.append)
             by_reason = {r["reason"]: r["n"] for r in parsed.groupBy("reason").agg(F.count(F.lit(1)).alias("n")).collect()}
         finally:
-            parsed.unpersist()
+            cached.unpersist()
         lines_n = sum(by_reason.values())
         accepted = by_reason.pop(None, 0)
         raw_rejected = _in_batch(read_table(spark, cfg.table(schemas.INGEST_REJECTS)), batch).where(

@@ -75,7 +75,7 @@ def summary_of(stdout: str) -> dict:
 
 @pytest.fixture(scope="session")
 def full_run(tmp_path_factory):
-    """``--task full-pipeline`` through spark-submit (local[2], 3 epochs), shared by the session.
+    """``--task full-pipeline`` through spark-submit (local[2], 3 epochs of 100 steps), shared by the session.
 
     Input: the embedded sample plus a file with one bad row (so every table has rows, rejects
     too). Returns (cfg, summary, driver output, root). The task CLI, README SQL, crash and
@@ -87,7 +87,7 @@ def full_run(tmp_path_factory):
     shutil.copy(SAMPLE / "Event_traces.csv.gz", inputs / "part1.csv.gz")
     (inputs / "part2.csv").write_text('BlockId,Features\nblk_extra,"[E5,E77]"\n')
     over = {"tables_root": str(root / "wh"), "artifacts_root": str(root / "art"), "event_traces": str(inputs),
-            "epochs": 3}
+            "epochs": 3, "steps_per_epoch": 100}
     res = submit(["--task", "full-pipeline", *[x for k, v in over.items() for x in (f"--{k}", str(v))]])
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     cfg = Config.load(overrides={**over, "shuffle_partitions": 2})

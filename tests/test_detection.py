@@ -2,6 +2,7 @@
 distinct-sequence path against a per-window reference on the embedded sample."""
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -82,6 +83,25 @@ def detect_cfg(handmade, tmp_path):
     return cfg.replace(tables_root=str(tmp_path / "h" / "wh"), artifacts_root=str(tmp_path / "h" / "art"))
 
 
+@pytest.fixture(scope="module")
+def detected(spark, handmade, tmp_path_factory):
+    """The handmade run's detection (default settings), run once: (cfg, its stats). The tests that
+    only read its verdicts and predictions share it; one that writes takes ``detected_copy``."""
+    cfg, root = handmade
+    dst = tmp_path_factory.mktemp("detected") / "h"
+    shutil.copytree(root, dst)
+    cfg = cfg.replace(tables_root=str(dst / "wh"), artifacts_root=str(dst / "art"))
+    return cfg, run_detect(spark, cfg)
+
+
+@pytest.fixture
+def detected_copy(detected, tmp_path):
+    cfg, _ = detected
+    root = Path(cfg.tables_root).parent
+    shutil.copytree(root, tmp_path / "h")
+    return cfg.replace(tables_root=str(tmp_path / "h" / "wh"), artifacts_root=str(tmp_path / "h" / "art"))
+
+
 def _verdicts(spark, cfg, **where):
     df = read_table(spark, cfg.table_path(schemas.VERDICTS))
     for k, v in where.items():
@@ -98,9 +118,8 @@ def test_calibration_fuses_count_and_key_on_val(detect_cfg):
     assert cal["val_anomalies"] == 8 and cal["count_knobs"]["free_events"] == [5]
 
 
-def test_every_anomaly_kind_is_flagged_with_its_reason_and_normals_are_not(spark, detect_cfg):
-    run_detect(spark, detect_cfg)
-    v = _verdicts(spark, detect_cfg, split="test")
+def test_every_anomaly_kind_is_flagged_with_its_reason_and_normals_are_not(spark, detected):
+    v = _verdicts(spark, detected[0], split="test")
     flagged = {b for b, r in v.items() if r.anomalous}
     assert flagged == {b for b in v if not b.startswith("n")}  # every anomaly, no normal (read4 too)
     unseen = v["unseen_test_0"].reason  # every detector that fired says why: the count, then where it broke
@@ -131,8 +150,8 @@ def test_a_truncated_session_is_flagged_through_the_end_marker(spark, detect_cfg
     assert scorer.score(np.array([[0, 0, 1]]), np.array([2]))["key_rank"][0] <= 2
 
 
-def test_predictions_hold_the_anomalous_sessions_by_default(spark, detect_cfg):
-    stats = run_detect(spark, detect_cfg)
+def test_predictions_hold_the_anomalous_sessions_by_default(spark, detected):
+    detect_cfg, stats = detected
     preds = read_table(spark, detect_cfg.table_path(schemas.PREDICTIONS))
     v = read_table(spark, detect_cfg.table_path(schemas.VERDICTS))
     flagged = {r.block_id for r in v.where("anomalous").collect()}
@@ -141,8 +160,8 @@ def test_predictions_hold_the_anomalous_sessions_by_default(spark, detect_cfg):
     assert preds.count() == sum(n[b] for b in flagged) and stats["sessions"] == v.count() == len(_sessions())
 
 
-def test_rerun_replaces_and_new_thresholds_add_rows(spark, detect_cfg):
-    run_detect(spark, detect_cfg)
+def test_rerun_replaces_and_new_thresholds_add_rows(spark, detected_copy):
+    detect_cfg = detected_copy  # detected once already: this run replaces its rows
     run_detect(spark, detect_cfg)
     verdicts = lambda: read_table(spark, detect_cfg.table_path(schemas.VERDICTS))  # noqa: E731
     assert verdicts().count() == len(_sessions())
@@ -155,8 +174,8 @@ def test_rerun_replaces_and_new_thresholds_add_rows(spark, detect_cfg):
     assert sum(r.deeplog_anomalous for r in a.values()) >= sum(r.deeplog_anomalous for r in b.values())
 
 
-def test_evaluate_writes_a_row_per_detector_and_reports(spark, detect_cfg):
-    run_detect(spark, detect_cfg)
+def test_evaluate_writes_a_row_per_detector_and_reports(spark, detected_copy):
+    detect_cfg = detected_copy
     summary = run_evaluate(spark, detect_cfg)
     m = read_table(spark, detect_cfg.table_path(schemas.METRICS))
     test = {(r.detector, r.threshold_source): r for r in m.where("split = 'test'").collect()}
@@ -271,6 +290,7 @@ def test_metrics_match_scikit_learn():
     assert rates({"tp": 0, "fp": 0, "tn": 5, "fn": 0})["precision"] == 0.0
 
 
+@pytest.mark.extended  # two detections at once
 def test_two_detect_runs_at_the_same_time_both_land(spark, detect_cfg):
     """Delta optimistic concurrency: two detections (different run ids) write predictions,
     verdicts and metrics at once, starting from no tables; conflicts are retried, nothing lost."""

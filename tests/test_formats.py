@@ -16,7 +16,7 @@ from deeplog_spark import schemas
 from deeplog_spark.formats import PRESETS, LogFormat, preset
 from deeplog_spark.mining import MASKS, UNKNOWN_TEMPLATE, Miner
 from deeplog_spark.pipeline import run_ingest, run_ingest_raw
-from deeplog_spark.raw_ingest import masked, parse_fields, parse_mined, read_raw_logs, segment, sessions
+from deeplog_spark.raw_ingest import masked, mined_fields, parse_fields, parse_mined, read_raw_logs, segment, sessions
 from deeplog_spark.tables import read_table
 
 LOGHUB = Path(__file__).resolve().parents[2] / "shared" / "data" / "loghub"
@@ -96,6 +96,62 @@ def test_presets_on_every_line_of_the_2k_samples(system, folder):
     matches = [rx.match(line.rstrip("\r")) for line in lines]
     assert all(matches)
     assert [m.group("content").strip() for m in matches] == [t.strip() for t in truth]
+
+
+def _shared_2k_lines(folder: str) -> list[str]:
+    path = LOGHUB / folder / f"{folder}_2k.log"
+    if not path.is_file():
+        return []
+    return [x.rstrip("\r") for x in path.read_text(encoding="utf-8", errors="replace").splitlines()]
+
+
+FOLDERS = {"bgl": "BGL", "thunderbird": "Thunderbird", "hadoop": "Hadoop", "openstack": "OpenStack", "spark": "Spark",
+           "zookeeper": "Zookeeper"}
+
+
+def test_fields_in_spark_equal_pythons_regex_field_by_field(spark, tmp_path):
+    """Spark (Java regex) gives every field that the format's Python regex gives, on each system's
+    real lines (every line of its 2k sample when ../shared is there), on lines holding control
+    characters, on lines that do not match, and for a user regex that is not anchored (the leftmost
+    match)."""
+    free = LogFormat("free", r"t=(?P<t>\d+) level=(?P<level>\w+)(?: comp=(?P<component>\w+))? msg=(?P<content>\S+)",
+                     ("t",), "epoch")
+    cases = [(free, ["x t=5 level=INFO msg=hello trailing", "t=6 level=WARN comp=disk msg=full", "t=7 level= msg=x",
+                     "a t=1 level=A msg=b t=2 level=C msg=d", "t=8 level=INFO msg=\u0001sep"])]
+    for system, (line, *_rest) in REAL.items():
+        lines = _shared_2k_lines(FOLDERS.get(system, "")) or [line]
+        cases.append((PRESETS[system], lines + [line + " \u0001x", "\u0002" + line, "not a log line", ""]))
+    for fmt, lines in cases:
+        path = tmp_path / f"{fmt.name}.log"
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        got = parse_fields(read_raw_logs(spark, str(path)), fmt, False).orderBy("line_order").collect()
+        rx = re.compile(fmt.regex)
+        assert len(got) == len(lines), fmt.name
+        for row, line in zip(got, lines):
+            m = rx.search(line)
+            assert row["_ok"] == (m is not None), (fmt.name, line)
+            for name in ("level", "component", "content"):
+                if fmt.has(name):
+                    assert row[name] == ((m.group(name) or "") if m else None), (fmt.name, name, line)
+
+
+def test_masks_match_what_drain3s_example_masks_match():
+    """The masks equal Drain3's example masks (``((?<=[^A-Za-z0-9])|^)`` ... ``((?=[^A-Za-z0-9])|$)``),
+    on hand-made edge cases and on every real content of the shared 2k samples."""
+    example = [r"((?<=[^A-Za-z0-9])|^)(\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3})(:\d+)?((?=[^A-Za-z0-9])|$)",
+               r"((?<=[^A-Za-z0-9])|^)(0x[a-fA-F0-9]+)((?=[^A-Za-z0-9])|$)",
+               r"((?<=[^A-Za-z0-9])|^)([\-\+]?\d+(\.\d+)?)((?=[^A-Za-z0-9])|$)"]
+
+    def mask(patterns, text):
+        for pattern in patterns:
+            text = re.sub(pattern, "<*>", text)
+        return text
+
+    texts = ["1.2.3.4.5 -1.2.3.4 x10.0.0.1 10.0.0.1:80x 0x1f 0x1fz a0x1 -3 +4.5 4.5.6 12ab ab12 7", "", "0", "-"]
+    for system, folder in FOLDERS.items():
+        texts += [re.match(PRESETS[system].regex, x).group("content") for x in _shared_2k_lines(folder)
+                  if re.match(PRESETS[system].regex, x)]
+    assert [mask([p for p, _ in MASKS], t) for t in texts] == [mask(example, t) for t in texts]
 
 
 def test_format_errors_and_overrides():
@@ -197,11 +253,14 @@ def _bgl_file(path: Path, contents, t0=0, label="-"):
 
 def test_mined_ids_do_not_depend_on_the_partitioning(spark, tmp_path):
     path = _bgl_file(tmp_path / "a.log", HAND * 3)
-    one, m1 = parse_mined(read_raw_logs(spark, path).coalesce(1), PRESETS["bgl"], None, sessions_by_id=False)
-    four, m4 = parse_mined(read_raw_logs(spark, path).repartition(4), PRESETS["bgl"], None, sessions_by_id=False)
+    bgl = PRESETS["bgl"]
+    one, m1 = parse_mined(mined_fields(read_raw_logs(spark, path).coalesce(1), bgl, False), bgl, None, sessions_by_id=False)
+    four, m4 = parse_mined(mined_fields(read_raw_logs(spark, path).repartition(4), bgl, False), bgl, None,
+                           sessions_by_id=False)
     assert m1.templates() == m4.templates() and len(m1.templates()) == 3
-    ids1 = {r["content"]: r["event_id"] for r in one.collect()}
-    ids4 = {r["content"]: r["event_id"] for r in four.collect()}
+    content = re.compile(bgl.regex)
+    ids1 = {content.match(r["line"]).group("content"): r["event_id"] for r in one.collect()}
+    ids4 = {content.match(r["line"]).group("content"): r["event_id"] for r in four.collect()}
     assert ids1 == ids4 and None not in ids1.values()
     assert ids1[HAND[0]] == ids1[HAND[1]] == ids1[HAND[5]] == 1  # the most frequent template has id 1
     # the same grouping as the Python miner on the lines themselves

@@ -64,6 +64,7 @@ def test_hand_made_lines_multi_block_crlf_garbage_and_non_utf8(spark, cfg, tmp_p
     assert len(counts) == 29 and counts["E21"] == 3 and counts["E5"] == 1 and counts["E1"] == 0
 
 
+@pytest.mark.extended  # a failure at the last line of defence; ~17 s
 def test_strict_turns_any_reject_into_a_failure_after_writing(spark, cfg, tmp_path):
     from deeplog_spark.errors import InputError
 
@@ -132,6 +133,7 @@ def test_gzip_input_and_missing_path(spark, cfg, tmp_path):
         read_raw_logs(spark, str(tmp_path / "nope.log")).count()
 
 
+@pytest.mark.extended  # two batches ingested and windowed, ~32 s (tests/test_hostile.py windows a re-ingested batch in make test)
 def test_append_a_new_day_then_window_only_it(spark, cfg, tmp_path):
     day1 = _write(tmp_path / "2008-11-09.log", LINES[:3])
     day2 = _write(tmp_path / "2008-11-10.log", [

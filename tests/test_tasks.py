@@ -171,6 +171,7 @@ def test_detect_task_with_new_thresholds_adds_rows(spark, own_full_run):
     assert {5, 9} <= gs
 
 
+@pytest.mark.extended  # a notebook kernel beside the test session, ~65 s
 def test_notebook_executes_end_to_end(full_run, tmp_path, monkeypatch):
     import nbformat
     from nbclient import NotebookClient

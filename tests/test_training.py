@@ -34,6 +34,7 @@ def sample_tables(spark, tmp_path_factory):
     return cfg
 
 
+@pytest.mark.extended  # two torch ranks at once
 def test_two_ranks_in_local_mode_end_with_identical_weights(spark, sample_tables, tmp_path):
     cfg = sample_tables.replace(num_processes=2, artifacts_root=str(tmp_path / "art"), **QUICK)
     summary = run_train(spark, cfg, "key")
@@ -148,6 +149,7 @@ def test_spark_free_trainer_prepares_the_same_rows_and_trains(spark, cfg, tmp_pa
     assert payload["extra"]["trained_by"] == "nn.local" and payload["model_config"]["markers"]
 
 
+@pytest.mark.extended  # trains on 15,000 real blocks, ~75 s
 def test_key_model_reaches_top9_recall_099_on_sample15k(spark, cfg, shared_hdfs):
     cfg = cfg.replace(event_traces=str(shared_hdfs / "sample15k" / "Event_traces.csv.gz"),
                       anomaly_labels=str(shared_hdfs / "sample15k" / "anomaly_label.csv.gz"), epochs=4)

@@ -235,10 +235,11 @@ def run_ingest_raw(spark: SparkSession, cfg: Config, ingested_at: dt.datetime | 
         else:
             # the lines are parsed once: their ids are joined back to the cached fields (a broadcast)
             cached = mined_fields(lines, fmt, by_id).persist(StorageLevel.MEMORY_AND_DISK)
-            parsed, miner = parse_mined(cached, fmt, load_miner(spark, cfg) if mode == "state" else None,
-                                        cfg.drain_sim_th, cfg.drain_depth, by_id, keep_unknown=mode == "state")
-            templates = mined_templates(spark, miner)
         try:
+            if mode != "file":
+                parsed, miner = parse_mined(cached, fmt, load_miner(spark, cfg) if mode == "state" else None,
+                                            cfg.drain_sim_th, cfg.drain_depth, by_id, keep_unknown=mode == "state")
+                templates = mined_templates(spark, miner)
             sess = sessions(segment(parsed, cfg.segment, cfg.segment_lines, cfg.window_seconds,
                                     cfg.window_step_seconds))
             rejects = raw_rejects(parsed, ingested_at)

@@ -75,12 +75,17 @@ def handmade(spark, tmp_path_factory):
     return cfg, root
 
 
+def _copied(cfg, root: Path, dst: Path):
+    """``cfg`` on a copy of the tables and runs under ``root`` (its ``wh`` and ``art``) at ``dst``."""
+    shutil.copytree(root, dst)
+    return cfg.replace(tables_root=str(dst / "wh"), artifacts_root=str(dst / "art"))
+
+
 @pytest.fixture
 def detect_cfg(handmade, tmp_path):
     """The handmade tables and run, copied: each test writes its own."""
     cfg, root = handmade
-    shutil.copytree(root, tmp_path / "h")
-    return cfg.replace(tables_root=str(tmp_path / "h" / "wh"), artifacts_root=str(tmp_path / "h" / "art"))
+    return _copied(cfg, root, tmp_path / "h")
 
 
 @pytest.fixture(scope="module")
@@ -88,18 +93,14 @@ def detected(spark, handmade, tmp_path_factory):
     """The handmade run's detection (default settings), run once: (cfg, its stats). The tests that
     only read its verdicts and predictions share it; one that writes takes ``detected_copy``."""
     cfg, root = handmade
-    dst = tmp_path_factory.mktemp("detected") / "h"
-    shutil.copytree(root, dst)
-    cfg = cfg.replace(tables_root=str(dst / "wh"), artifacts_root=str(dst / "art"))
+    cfg = _copied(cfg, root, tmp_path_factory.mktemp("detected") / "h")
     return cfg, run_detect(spark, cfg)
 
 
 @pytest.fixture
 def detected_copy(detected, tmp_path):
     cfg, _ = detected
-    root = Path(cfg.tables_root).parent
-    shutil.copytree(root, tmp_path / "h")
-    return cfg.replace(tables_root=str(tmp_path / "h" / "wh"), artifacts_root=str(tmp_path / "h" / "art"))
+    return _copied(cfg, Path(cfg.tables_root).parent, tmp_path / "h")
 
 
 def _verdicts(spark, cfg, **where):

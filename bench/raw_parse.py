@@ -24,7 +24,7 @@ messages of the real lines, so mining costs what it would for a log with that ma
 messages; the reported figure counts every line. Two timings per system, as above: ``parse``
 (parse + mask + mine + match, a count over the lines) and the whole ``ingest-raw`` stage.
 
-    .venv/bin/python bench/raw_parse.py --systems bgl,thunderbird,hadoop,openstack --lines 500000 --name multi
+    .venv/bin/python bench/raw_parse.py --systems bgl,thunderbird,hadoop,openstack --lines 2000000 --repeats 3 --name multi
 """
 
 from __future__ import annotations

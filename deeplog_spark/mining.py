@@ -35,6 +35,8 @@ MASKS = (
     (r"(?<![A-Za-z0-9])0x[a-fA-F0-9]+(?![A-Za-z0-9])", "*"),
     (r"(?<![A-Za-z0-9])[\-\+]?\d+(?:\.\d+)?(?![A-Za-z0-9])", "*"),
 )
+#: A literal every match of a mask contains (a substring test before the regex can skip it).
+MASK_NEEDS = {MASKS[0][0]: ".", MASKS[1][0]: "0x"}
 
 
 def _config(sim_th: float, depth: int):

@@ -7,7 +7,8 @@
 Reads the ``traces`` table with delta-rs (no Spark; the rows are those the Spark job trains on,
 ``deeplog_spark.nn.local``) and trains the Key LSTM, one recipe after another in this process,
 on the same distinct (window, next) rows of the train-normal sessions, validating on the val-normal
-rows every ``--eval_steps`` steps (count-weighted, so the loss is the loss over all windows):
+rows every ``--eval_steps`` steps (a tenth of that for the full-batch recipes, whose steps each see every
+window; count-weighted, so the loss is the loss over all windows):
 
 - ``spec``: the DeepLog spec's training, every window once per epoch in batches of 128, Adam at a
   constant 1e-3, 20 epochs (the full-data reference; its best validation loss is the target);
@@ -16,6 +17,10 @@ rows every ``--eval_steps`` steps (count-weighted, so the loss is the loss over 
 - candidates: distinct windows drawn by count ** sampling power (each step ``batch`` draws,
   deduplicated, each window against its next-event law: ``CountSampledSource``), Adam with a
   one-cycle schedule to a peak rate, a fixed number of steps.
+- full-batch recipes (``FULL_BATCH``): every step is the exact count-weighted loss over all
+  distinct windows against their next-event laws (the full-data training loss), without dropout
+  (a deterministic objective, as L-BFGS's line search needs): Adam with a one-cycle schedule, or
+  L-BFGS with a strong-Wolfe line search (``steps`` = its iterations).
 
 Writes ``bench/results/train_speed_<name>.{json,md}``: per recipe the best validation loss, the
 seconds to reach the target (if it does) and the whole curve. Timings: one process, the torch
@@ -51,6 +56,12 @@ CANDIDATES = {
     "b512_lr1e-2_2000_p0.6": (512, 1e-2, 2000, 0.6),
 }
 
+#: name -> (optimizer, peak lr, steps): full-batch training over every distinct window.
+FULL_BATCH = {
+    "full_adam_lr2e-2_250": ("adam", 2e-2, 250),
+    "full_lbfgs_200": ("lbfgs", 1.0, 200),
+}
+
 
 def _model(cfg: Config, vocab: int) -> KeyLSTM:
     return KeyLSTM(KeyModelConfig(vocab_size=vocab, h=cfg.h, embed_dim=cfg.embed_dim, hidden=cfg.key_hidden,
@@ -82,6 +93,53 @@ def run_candidate(cfg, vocab, train_cols, val, batch, lr, steps, power, eval_ste
         if step % eval_steps == 0 or step == steps:
             curve.append({"step": step, "seconds": round(t_train, 2), "val_loss": _val(model, val)})
     return {"batch": batch, "lr": lr, "steps": steps, "sampling_power": power, "schedule": "onecycle", "curve": curve}
+
+
+def run_full_batch(cfg, vocab, train_cols, val, method: str, lr: float, steps: int, eval_steps: int) -> dict:
+    """Full-batch training (``FULL_BATCH``): each step the loss over every distinct window, weighted
+    by its count (the training loss over all windows), the model in eval mode (no dropout)."""
+    seed_everything(cfg.seed)
+    model = _model(cfg, vocab)
+    grouped = CountSampledSource(train_cols, 1, batch_size=1, seed=cfg.seed)
+    x, soft, share = grouped.windows.long(), grouped.soft, (grouped.counts / grouped.counts.sum()).float()
+
+    def loss() -> torch.Tensor:
+        model.eval()
+        return -((soft * torch.log_softmax(model(x), dim=1)[:, :soft.shape[1]]).sum(dim=1) * share).sum()
+
+    curve, t_train, done = [], 0.0, 0
+    if method == "lbfgs":
+        opt = torch.optim.LBFGS(model.parameters(), lr=lr, max_iter=eval_steps, history_size=50,
+                                line_search_fn="strong_wolfe", tolerance_grad=1e-9, tolerance_change=1e-12)
+
+        def closure():
+            opt.zero_grad()
+            value = loss()
+            value.backward()
+            return value
+
+        while done < steps:
+            opt.param_groups[0]["max_iter"] = min(eval_steps, steps - done)
+            t0 = time.perf_counter()
+            opt.step(closure)
+            t_train += time.perf_counter() - t0
+            done += opt.param_groups[0]["max_iter"]
+            curve.append({"step": done, "seconds": round(t_train, 2), "val_loss": _val(model, val)})
+    else:
+        opt = torch.optim.Adam(model.parameters(), lr=lr)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
+        for done in range(1, steps + 1):
+            t0 = time.perf_counter()
+            opt.zero_grad()
+            loss().backward()
+            opt.step()
+            if done < steps:
+                sched.step()
+            t_train += time.perf_counter() - t0
+            if done % eval_steps == 0 or done == steps:
+                curve.append({"step": done, "seconds": round(t_train, 2), "val_loss": _val(model, val)})
+    return {"batch": f"all {len(x):,} windows", "lr": lr, "steps": steps, "sampling_power": "",
+            "schedule": "L-BFGS, strong Wolfe" if method == "lbfgs" else "onecycle, full batch", "curve": curve}
 
 
 def run_spec(cfg, vocab, train_cols, val, epochs: int) -> dict:
@@ -133,6 +191,12 @@ def main() -> None:
         if only and key not in only.split(","):
             continue
         out["recipes"][key] = run_candidate(cfg, vocab, train_cols, val, batch, lr, steps, power, int(eval_steps))
+        best = min(c["val_loss"] for c in out["recipes"][key]["curve"])
+        print(f"{key}: best val {best:.4f} in {out['recipes'][key]['curve'][-1]['seconds']:.0f}s", flush=True)
+    for key, (method, lr, steps) in FULL_BATCH.items():
+        if only and key not in only.split(","):
+            continue
+        out["recipes"][key] = run_full_batch(cfg, vocab, train_cols, val, method, lr, steps, int(eval_steps) // 10 or 1)
         best = min(c["val_loss"] for c in out["recipes"][key]["curve"])
         print(f"{key}: best val {best:.4f} in {out['recipes'][key]['curve'][-1]['seconds']:.0f}s", flush=True)
     target = min(c["val_loss"] for c in out["recipes"]["spec"]["curve"]) if "spec" in out["recipes"] else None

@@ -351,8 +351,8 @@ def sessions(rows: DataFrame) -> DataFrame:
     the trace_* columns :func:`deeplog_spark.ingest.build_traces` expects (null: raw logs carry
     no type or latency), reason (null), _source_file (the session's first file).
     """
-    if "block_ids" in rows.columns:  # parsed lines: by session id (the first raw ingest's call)
-        rows = segment(rows)
+    if "block_id" not in rows.columns:
+        raise TypeError("sessions() takes the session rows of segment(), not parsed lines")
     per = (rows.groupBy("block_id")
            .agg(F.array_sort(F.collect_list(F.struct("t", "f", "o", "e"))).alias("xs"), F.max("lab").alias("lab")))
     t = F.transform("xs", lambda x: x["t"])

@@ -153,6 +153,7 @@ class CountSampledSource(ArraySource):
         np.add.at(soft, (inverse, target), weight.numpy())
         counts = soft.sum(axis=1)
         self.windows = torch.as_tensor(uniq)
+        self.counts = torch.as_tensor(counts)  # windows each distinct window stands for
         law = np.divide(soft, counts[:, None], out=np.zeros_like(soft), where=counts[:, None] > 0)
         self.soft = torch.as_tensor(law.astype(np.float32))  # a window of count 0 is never drawn
         p = torch.as_tensor(counts) ** power

@@ -32,10 +32,15 @@ def main() -> None:
         training = f"training `{settings[0]}`"
     else:  # a run kept from before a change of training settings: its train time is not comparable
         training = "training settings differ: " + "; ".join(f"{n}: `{s}`" for n, s in zip(names, settings))
+    machines = [f"{r['machine']['cpu']}, {r['machine']['cores']} cores, master `{r['machine']['master']}`" for r in runs]
+    if len(set(machines)) == 1:
+        where = f"Same machine for every size: {machines[0]}"
+    else:  # growth across machines mixes the workload's cost with the machines' speed
+        where = ("NOT the same machine for every size, so the growth figures mix workload and machine: "
+                 + "; ".join(f"{n}: {m}" for n, m in zip(names, machines)))
     lines = ["# Pipeline cost against workload size", "",
              f"From `bench/results/pipeline_{{{','.join(names)}}}.json` (`.venv/bin/python bench/scaling.py "
-             f"{' '.join(names)}`). Same machine for every size: "
-             f"{runs[0]['machine']['cpu']}, {runs[0]['machine']['cores']} cores, master `{runs[0]['machine']['master']}`; "
+             f"{' '.join(names)}`). {where}; "
              f"{training}. SYNTHETIC workloads (`--task generate`).", "",
              "## Seconds per stage", "", f"| stage | {head} | growth per 10x blocks |",
              "|---|" + "---|" * (len(runs) + 1)]

@@ -147,7 +147,7 @@ def test_presets_fast_forms_give_the_fields_of_the_plain_forms():
         "comp", "comp[12]x: y", "a(b[c]:d)e: f", ": empty component")]
     for system, folder in FOLDERS.items():
         fmt = PRESETS[system]
-        lines = _shared_2k_lines(folder) + (odd if system == "thunderbird" else [])
+        lines = (_shared_2k_lines(folder) or [REAL[system][0]]) + (odd if system == "thunderbird" else [])
         fast = re.compile(fmt.regex)
         plain = re.compile(lazy if system == "thunderbird" else fmt.regex)
         for line in lines:
@@ -232,6 +232,8 @@ def _segments(df):
 
 def test_segment_by_id_lines_and_time_with_labels_rolled_up(tiny):
     assert tiny.where(F.col("reason").isNotNull()).count() == 1  # the garbage line
+    with pytest.raises(TypeError, match="segment"):
+        sessions(tiny)  # parsed lines, not session rows
     assert _segments(segment(tiny, "id")) == {  # the bgl format's session field: the node
         "n1": ([1, 3, 2], [0.0, 20.0, 50.0], 1),
         "n2": ([2, 1, 2], [0.0, 55.0, 65.0], 0)}

@@ -20,6 +20,7 @@ sessions the fused verdict flags; every window with ``predictions = "all"``). Bo
 from __future__ import annotations
 
 import logging
+import math
 import time
 
 from pyspark import StorageLevel
@@ -28,7 +29,7 @@ from pyspark.sql import functions as F
 
 from deeplog_spark import schemas
 from deeplog_spark.config import Config
-from deeplog_spark.detectors import model_ids, seq_key, sequence_scores, sequences, value_per_session
+from deeplog_spark.detectors import key_window_rows, model_ids, sequence_scores, sequences, value_per_session
 from deeplog_spark.errors import InputError
 from deeplog_spark.logs import stage
 from deeplog_spark.runs import ModelBundle, detection_rows, detection_stats_path, write_json
@@ -48,6 +49,8 @@ WHERE_P = 0.01
 REASON_ORDER = ("count", "key", "key_nll", "value", "pca")
 #: Joins broadcast their small side (distinct sequences' scores, flagged block ids) up to this many rows.
 BROADCAST_ROWS = 500_000
+#: Distinct sequences scored per task (the first detectors' jobs run on this many per partition).
+SEQUENCES_PER_TASK = 50_000
 
 
 def score_columns() -> dict[str, Column]:
@@ -149,14 +152,12 @@ def _deeplog_evidence(v: DataFrame, bundle: ModelBundle) -> DataFrame:
             .select(*VERDICT_COLUMNS, "events"))
 
 
-def predictions(anomalous: DataFrame, windows: DataFrame, bundle: ModelBundle, g: int, k: float,
-                batch_size: int) -> DataFrame:
+def predictions(anomalous: DataFrame, bundle: ModelBundle, g: int, k: float, batch_size: int) -> DataFrame:
     """Per-window rows of the given sessions (``block_id, split, label, ingest_batch, events, intervals``)."""
     spec_value = bundle.value_threshold(k)
     scored = value_per_session(anomalous, bundle, spec_value if spec_value is not None else float("inf"),
-                               batch_size, full=True).select("block_id", "split", "label", "ingest_batch", "events",
-                                                             "value_errors")
-    rows = scored.withColumn("seq_key", seq_key(F.col("events"))).join(windows, "seq_key")
+                               batch_size, full=True)
+    rows = key_window_rows(scored, bundle, g, batch_size, ["block_id", "split", "label", "ingest_batch", "value_errors"])
     value_error = F.element_at("value_errors", F.col("event_index") + 1)  # null beyond the session (the end marker)
     value_error = F.when(F.col("event_index") < F.size("value_errors"), value_error)
     key_anomaly = F.col("key_rank") > F.lit(g)
@@ -190,26 +191,31 @@ def count_patterns(spark: SparkSession, cfg: Config, run_id: str) -> DataFrame |
 
 
 def score_sessions(spark: SparkSession, cfg: Config, bundle: ModelBundle, traces: DataFrame,
-                   g: int, k: float) -> tuple[DataFrame, DataFrame, list[DataFrame]]:
-    """(every session of ``traces`` with the scores of every detector; the scored key windows;
-    the cached DataFrames, for the caller to unpersist when done)."""
+                   g: int, k: float, count: bool = True) -> tuple[DataFrame, list[DataFrame]]:
+    """(every session of ``traces`` with the scores of every detector; the cached DataFrames, for
+    the caller to unpersist when done). ``count=False`` leaves the count detector's columns null
+    (calibration computes its features for every candidate knob itself)."""
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(cfg.detect_batch_size))
+    # cached and counted before anything reads them: the detectors' jobs would otherwise each
+    # compute the distinct sequences from the traces at once (adaptive execution runs them together)
     seqs = sequences(traces).select("events").persist(StorageLevel.MEMORY_AND_DISK)
-    patterns = count_patterns(spark, cfg, bundle.run_id) if bundle.count is not None else None
-    per_seq, windows, counted = sequence_scores(spark, seqs, bundle, patterns, templates_map(spark, cfg), g,
-                                                cfg.detect_batch_size)
-    per_seq = per_seq.persist(StorageLevel.MEMORY_AND_DISK)
-    windows = windows.persist(StorageLevel.MEMORY_AND_DISK)
-    n_seq = per_seq.count()
+    n_seq = seqs.count()
+    # a few thousand sequences in one task, not one per shuffle partition: each task of the
+    # detectors' small jobs costs more to schedule (and to load the model) than its rows to score
+    parts = max(1, min(cfg.shuffle_partitions, math.ceil(n_seq / SEQUENCES_PER_TASK)))
+    patterns = count_patterns(spark, cfg, bundle.run_id) if count and bundle.count is not None else None
+    per_seq = sequence_scores(spark, seqs.coalesce(parts), bundle, patterns, templates_map(spark, cfg), g,
+                              cfg.detect_batch_size).persist(StorageLevel.MEMORY_AND_DISK)
+    per_seq.count()
     log.info("detect: %d distinct event sequences scored by the key%s model(s)", n_seq,
-             "".join(f", {d}" for d, m in (("count", bundle.count), ("pca", bundle.pca)) if m is not None))
+             "".join(f", {d}" for d, m in (("count", patterns), ("pca", bundle.pca)) if m is not None))
     spec_value = bundle.value_threshold(k)
-    # the distinct sequences' scores are small next to the sessions: broadcast them, so the
-    # sessions (with their intervals) are not shuffled for the join
-    sessions = traces.join(F.broadcast(per_seq) if n_seq <= BROADCAST_ROWS else per_seq, "events")
-    sessions = value_per_session(sessions, bundle, spec_value if spec_value is not None else float("inf"),
-                                 cfg.detect_batch_size)
-    return sessions, windows, [seqs, per_seq, windows, counted]
+    # the value model reads each session's intervals (and only it does); then the distinct
+    # sequences' scores, small next to the sessions, are broadcast to them: no shuffle of sessions
+    sessions = value_per_session(traces, bundle, spec_value if spec_value is not None else float("inf"),
+                                 cfg.detect_batch_size).drop("intervals")
+    sessions = sessions.join(F.broadcast(per_seq) if n_seq <= BROADCAST_ROWS else per_seq, "events")
+    return sessions, [seqs, per_seq]
 
 
 def run_detect(spark: SparkSession, cfg: Config, model: str | None = None) -> dict:
@@ -227,7 +233,7 @@ def run_detect(spark: SparkSession, cfg: Config, model: str | None = None) -> di
                 raise InputError(f"no traces of batch {batch!r}: ingest it first")
         traces = traces.select("block_id", "split", "label", "ingest_batch", "events", "intervals")
         t0 = time.perf_counter()
-        sessions, windows, cached = score_sessions(spark, cfg, bundle, traces, g, k)
+        sessions, cached = score_sessions(spark, cfg, bundle, traces, g, k)
         verdicts = _deeplog_evidence(decide(sessions, bundle, g, k), bundle)
         vpath = cfg.table(schemas.VERDICTS)
         replace_where(verdicts.drop("events"), vpath, detection_rows(bundle.run_id, g, k, batch), partition_by=["run_id"])
@@ -242,7 +248,7 @@ def run_detect(spark: SparkSession, cfg: Config, model: str | None = None) -> di
         if cfg.predictions != "all" and (counts["anomalous"] or 0) <= BROADCAST_ROWS:
             flagged = F.broadcast(flagged)  # the flagged ids are few: the traces are not shuffled
         selected = traces.join(flagged, "block_id", "left_semi")
-        preds = predictions(selected, windows, bundle, g, k, cfg.detect_batch_size)
+        preds = predictions(selected, bundle, g, k, cfg.detect_batch_size)
         replace_where(preds, cfg.table(schemas.PREDICTIONS), detection_rows(bundle.run_id, g, k, batch),
                       partition_by=["run_id"])
         for df in cached:

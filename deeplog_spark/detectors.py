@@ -6,14 +6,16 @@ deduplicated first, every detector scores the distinct ones, and the (small) res
 to the sessions. The value detector depends on the intervals too and scores every session that has
 them, in one pass over whole sessions (not per window).
 
-- **key** (the Key LSTM): the windows of every distinct sequence (with the model's own h and
-  session markers; ids outside its vocabulary become ``UNKNOWN_ID``), scored once per distinct
-  (window, next event) by a ``pandas_udf`` and joined back. Per sequence: the largest rank and
-  -log p, the most surprising window (where the workflow broke) and DeepLog's first window whose
-  next event is not in the top g.
+- **key** (the Key LSTM): one Arrow pass (``mapInArrow``) over the distinct sequences cuts each
+  batch into its windows (the model's own h and session markers; ids outside its vocabulary
+  become ``UNKNOWN_ID``), scores each distinct (window, next event) once and reduces the windows
+  per sequence in numpy: the largest rank and -log p, the most surprising window (where the
+  workflow broke) and DeepLog's first window whose next event is not in the top g. No row per
+  window reaches Spark, but for the per-window predictions of the sessions asked for.
 - **count** and **exact**: :mod:`deeplog_spark.quantitative`, Spark SQL on count vectors.
 - **pca**: :mod:`deeplog_spark.pca`, Spark SQL on count vectors.
-- **value** (the Value LSTM): the largest standardized residual of a session's intervals.
+- **value** (the Value LSTM): the largest standardized residual of a session's intervals, one
+  Arrow pass over the sessions with their events and intervals as flat arrays.
 
 Model files reach the executors inside the scoring functions (checked against their sha256 there),
 so no SparkContext broadcast is needed and the functions also run over Spark Connect.
@@ -22,21 +24,27 @@ so no SparkContext broadcast is needed and the functions also run over Spark Con
 from __future__ import annotations
 
 import logging
-from typing import Iterator, Mapping
+from typing import Mapping
 
-import pandas as pd
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql.types import StructType
 
 from deeplog_spark import pca as pca_mod
 from deeplog_spark import quantitative as Q
 from deeplog_spark.nn.scoring import UNKNOWN_ID
 from deeplog_spark.runs import ModelBundle
-from deeplog_spark.windows import event_index, window_rows
 
 log = logging.getLogger(__name__)
 
-KEY_OUT = "key_rank int, key_score float, top_g array<int>, key_reason string"
+#: Per distinct sequence, from the key model (:func:`key_per_sequence`; ``key_worst_score`` becomes ``key_p``).
+KEY_SEQ_DDL = ("events array<int>, n_windows int, max_key_rank int, max_key_score float, n_anomalous_windows int, "
+               "first_key_position int, key_position int, key_window array<int>, key_next_event int, "
+               "key_expected array<int>, key_worst_score float, first_key_window array<int>, first_key_next_event int, "
+               "first_key_reason string")
+#: Per window, from the key model (:func:`key_window_rows`).
+WINDOW_ROW_DDL = ("position int, window array<int>, next_event int, event_index int, key_rank int, key_score float, "
+                  "top_g array<int>, key_reason string")
 VALUE_OUT = ("max_value_error float, value_position int, value_interval double, value_expected double, "
              "value_first_over int, value_errors array<float>")
 
@@ -44,12 +52,6 @@ VALUE_OUT = ("max_value_error float, value_position int, value_interval double, 
 def sequences(traces: DataFrame) -> DataFrame:
     """``events, sessions``: the distinct event sequences of ``traces`` and how many sessions have each."""
     return traces.groupBy("events").agg(F.count(F.lit(1)).cast("long").alias("sessions"))
-
-
-def seq_key(events: Column) -> Column:
-    """A compact key of an event sequence (SHA-256 of its ids): the window rows of a sequence carry
-    it instead of the sequence itself, so a session of L events costs O(L) rows of O(h), not O(L^2)."""
-    return F.sha2(F.concat_ws(",", events.cast("array<string>")), 256)
 
 
 def model_ids(events: Column, vocab_size: int) -> Column:
@@ -60,10 +62,31 @@ def model_ids(events: Column, vocab_size: int) -> Column:
 # -- key ------------------------------------------------------------------------------------------
 
 
-def _key_udf(model_bytes: bytes, sha: str, train_vocab: list[int], top_g: int, batch_size: int):
-    @F.pandas_udf(KEY_OUT)
-    def score_key(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        import numpy as np
+def _flat(lists) -> tuple:
+    """(offsets from 0, values) of an Arrow list array (sliced or not), as numpy arrays."""
+    import numpy as np
+
+    off = lists.offsets.to_numpy()
+    values = lists.values.to_numpy(zero_copy_only=False)[off[0]:off[-1]]
+    return (off - off[0]).astype(np.int64), values
+
+
+def _list_column(values, width: int, valid=None):
+    """An Arrow ``list<int32>`` column of rows of ``width`` ids (null where ``valid`` is False)."""
+    import numpy as np
+    import pyarrow as pa
+
+    n = len(values)
+    offsets = pa.array(np.arange(0, n * width + 1, width, dtype=np.int32))
+    mask = None if valid is None else pa.array(~np.asarray(valid, dtype=bool))
+    return pa.ListArray.from_arrays(offsets, pa.array(np.asarray(values, dtype=np.int32).reshape(-1)), mask=mask)
+
+
+def _key_scorer(bundle: ModelBundle, top_g: int, batch_size: int):
+    """A function building the run's :class:`KeyScorer` on an executor (the model checked against its sha256)."""
+    model_bytes, sha, train_vocab = bundle.key_bytes, bundle.key_sha, bundle.train_vocab
+
+    def build():
         import torch
 
         from deeplog_spark.nn.model import load_checkpoint_bytes
@@ -71,56 +94,96 @@ def _key_udf(model_bytes: bytes, sha: str, train_vocab: list[int], top_g: int, b
 
         torch.set_num_threads(1)  # one Spark task per core
         model, _ = load_checkpoint_bytes(model_bytes, "key", sha, "key_model.pt")
-        scorer = KeyScorer(model, train_vocab, top_g, batch_size)
-        for pdf in batches:
-            if len(pdf) == 0:
-                yield pd.DataFrame({"key_rank": [], "key_score": [], "top_g": [], "key_reason": []})
+        return KeyScorer(model, train_vocab, top_g, batch_size)
+
+    return build
+
+
+def _model_ids(values, vocab_size: int):
+    """:func:`model_ids` in numpy."""
+    import numpy as np
+
+    v = np.asarray(values, dtype=np.int64)
+    return np.where((v >= 1) & (v <= vocab_size), v, UNKNOWN_ID)
+
+
+def key_per_sequence(seqs: DataFrame, bundle: ModelBundle, g: int, batch_size: int) -> DataFrame:
+    """Per distinct sequence (``seqs.events``): ``n_windows, max_key_rank, max_key_score``, the most
+    surprising window (``key_position, key_window, key_next_event, key_expected, key_p``) and
+    DeepLog's evidence at g (``n_anomalous_windows``, ``first_key_position`` and its window, next
+    event and reason).
+
+    One Arrow pass in Python: each batch of sequences is cut into its windows (the model's h and
+    markers), each distinct (window, next) row is scored once, and the windows are reduced per
+    sequence in numpy (:func:`deeplog_spark.nn.scoring.key_summary`): no row per window in Spark.
+    """
+    build = _key_scorer(bundle, g, batch_size)
+    h, start_end, vocab_size = bundle.h, bundle.start_end, bundle.vocab_size
+
+    def summarise(batches):
+        import numpy as np
+        import pyarrow as pa
+
+        from deeplog_spark.nn.scoring import key_summary
+
+        scorer = build()
+        for b in batches:
+            events = b.column(0)
+            off, values = _flat(events)
+            s = key_summary(scorer, _model_ids(values, vocab_size), off, h, start_end, g)
+            n = len(off) - 1
+            rows, pos = s["rows"], s["pos"]
+            if n == 0 or len(rows) == 0:
                 continue
-            out = scorer.score(np.stack(pdf["window"].to_numpy()), pdf["next_event"].to_numpy())
-            yield pd.DataFrame({"key_rank": out["key_rank"], "key_score": out["key_score"],
-                                "top_g": list(out["top_g"]), "key_reason": out["key_reason"]})
+            worst, first = s["worst"], s["first"]
+            has = first < len(rows)
+            at = np.where(has, first, 0)
+            reason = s["key_reason"][at]
+            yield pa.RecordBatch.from_arrays([
+                events, pa.array(s["n_windows"].astype(np.int32)), pa.array(s["max_rank"].astype(np.int32)),
+                pa.array(s["max_score"].astype(np.float32)), pa.array(s["n_over"].astype(np.int32)),
+                pa.array(pos[at].astype(np.int32), mask=~has), pa.array(pos[worst].astype(np.int32)),
+                _list_column(rows[worst, :h], h), pa.array(rows[worst, h].astype(np.int32)),
+                _list_column(s["top_g"][worst], s["top_g"].shape[1]), pa.array(s["key_score"][worst].astype(np.float32)),
+                _list_column(rows[at, :h], h, has), pa.array(rows[at, h].astype(np.int32), mask=~has),
+                pa.array([r if ok else None for r, ok in zip(reason, has)], pa.string())], names=names)
 
-    return score_key
-
-
-def key_windows(seqs: DataFrame, bundle: ModelBundle, top_g: int, batch_size: int) -> DataFrame:
-    """Every window of every distinct sequence with its key scores:
-    ``seq_key, n, position, window, next_event, event_index, key_rank, key_score, top_g, key_reason``
-    (``seq_key``: :func:`seq_key` of the sequence)."""
-    mapped = seqs.select(seq_key(F.col("events")).alias("seq_key"),
-                         model_ids(F.col("events"), bundle.vocab_size).alias("events"), F.size("events").alias("n"))
-    rows = window_rows(mapped, bundle.h, bundle.start_end, keep=["seq_key", "n"])
-    udf = _key_udf(bundle.key_bytes, bundle.key_sha, bundle.train_vocab, top_g, batch_size)
-    cols = ["window", "next_event"]
-    scored = rows.select(*cols).distinct().select(*cols, udf(F.struct(*cols)).alias("s")).select(*cols, "s.*")
-    return (rows.join(scored, cols)
-            .select("seq_key", "n", "position", "window", "next_event",
-                    event_index(F.col("position"), F.col("n"), bundle.h, bundle.markers).alias("event_index"),
-                    "key_rank", "key_score", "top_g", "key_reason"))
+    names = StructType.fromDDL(KEY_SEQ_DDL).fieldNames()
+    out = seqs.select(F.col("events").cast("array<int>")).mapInArrow(summarise, KEY_SEQ_DDL)
+    return out.withColumn("key_p", F.exp(-F.col("key_worst_score"))).drop("key_worst_score")
 
 
-def key_per_sequence(windows: DataFrame, g: int) -> DataFrame:
-    """Per sequence: ``n_windows, max_key_rank, max_key_score``, the most surprising window
-    (``key_position, key_window, key_next_event, key_expected, key_p``) and DeepLog's evidence at g
-    (``n_anomalous_windows``, ``first_key_position`` and its window, next event and reason)."""
-    # the most surprising window; on ties (windows holding an unseen event) the first one
-    worst = F.max_by(F.struct("position", "window", "next_event", "top_g", "key_score"),
-                     F.struct(F.col("key_score"), -F.col("position")))
-    over = F.col("key_rank") > F.lit(g)
-    first = F.min_by(F.struct("position", "window", "next_event", "key_reason"), F.when(over, F.col("position")))
-    agg = windows.groupBy("seq_key").agg(
-        F.count(F.lit(1)).cast("int").alias("n_windows"), F.max("key_rank").alias("max_key_rank"),
-        F.max("key_score").alias("max_key_score"), worst.alias("_w"),
-        F.sum(over.cast("int")).cast("int").alias("n_anomalous_windows"), first.alias("_f"),
-        F.min(F.when(over, F.col("position"))).alias("first_key_position"))
-    return agg.select(
-        "seq_key", "n_windows", "max_key_rank", "max_key_score", "n_anomalous_windows", "first_key_position",
-        F.col("_w.position").alias("key_position"), F.col("_w.window").alias("key_window"),
-        F.col("_w.next_event").alias("key_next_event"), F.slice(F.col("_w.top_g"), 1, g).alias("key_expected"),
-        F.exp(-F.col("_w.key_score")).alias("key_p"),
-        F.when(F.col("first_key_position").isNotNull(), F.col("_f.window")).alias("first_key_window"),
-        F.when(F.col("first_key_position").isNotNull(), F.col("_f.next_event")).alias("first_key_next_event"),
-        F.when(F.col("first_key_position").isNotNull(), F.col("_f.key_reason")).alias("first_key_reason"))
+def key_window_rows(sessions: DataFrame, bundle: ModelBundle, top_g: int, batch_size: int,
+                    keep: list[str]) -> DataFrame:
+    """Every window of every session: ``keep`` + ``position, window, next_event, event_index,
+    key_rank, key_score, top_g, key_reason`` (the per-window predictions; each distinct (window,
+    next) row of an Arrow batch scored once)."""
+    build = _key_scorer(bundle, top_g, batch_size)
+    h, start_end, vocab_size, markers = bundle.h, bundle.start_end, bundle.vocab_size, bundle.markers
+    schema = StructType(sessions.select(*keep).schema.fields + StructType.fromDDL(WINDOW_ROW_DDL).fields)
+
+    def explode(batches):
+        import numpy as np
+        import pyarrow as pa
+
+        from deeplog_spark.nn.scoring import flat_windows
+
+        scorer = build()
+        for b in batches:
+            off, values = _flat(b.column(len(keep)))
+            rows, seq, pos = flat_windows(_model_ids(values, vocab_size), off, h, start_end)
+            s = scorer.score_rows(rows)
+            n = np.diff(off)[seq]
+            index = pos if markers else pos + h - np.maximum(h + 1 - n, 0)  # windows.event_index
+            take = pa.array(seq.astype(np.int64))
+            yield pa.RecordBatch.from_arrays(
+                [b.column(i).take(take) for i in range(len(keep))]
+                + [pa.array(pos.astype(np.int32)), _list_column(rows[:, :h], h), pa.array(rows[:, h].astype(np.int32)),
+                   pa.array(index.astype(np.int32)), pa.array(s["key_rank"].astype(np.int32)),
+                   pa.array(s["key_score"].astype(np.float32)), _list_column(s["top_g"], s["top_g"].shape[1]),
+                   pa.array(s["key_reason"], pa.string())], names=schema.fieldNames())
+
+    return sessions.select(*keep, F.col("events").cast("array<int>")).mapInArrow(explode, schema)
 
 
 # -- count and PCA --------------------------------------------------------------------------------
@@ -149,76 +212,89 @@ def pca_per_sequence(spark: SparkSession, counted: DataFrame, model: pca_mod.Pca
 # -- value ----------------------------------------------------------------------------------------
 
 
-def _value_udf(bundle: ModelBundle, batch_size: int, spec_threshold: float, full: bool):
-    model_bytes, sha, vocab = bundle.value_bytes, bundle.value_sha, bundle.value_vocab
-    mean, std = float(bundle.norm["mean"]), float(bundle.norm["std"])
-
-    @F.pandas_udf(VALUE_OUT)
-    def score_value(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        import numpy as np
-        import torch
-
-        from deeplog_spark.nn.model import load_checkpoint_bytes
-        from deeplog_spark.nn.scoring import ValueScorer
-
-        torch.set_num_threads(1)
-        model, _ = load_checkpoint_bytes(model_bytes, "value", sha, "value_model.pt")
-        scorer = ValueScorer(model, vocab, mean, std, batch_size)
-        for pdf in batches:
-            s = scorer.summarise(list(pdf["events"]), list(pdf["intervals"]), spec_threshold)
-            has = s["position"] >= 0
-            out = pd.DataFrame({
-                "max_value_error": pd.array(np.where(has, s["max"], np.nan), dtype="Float32"),
-                "value_position": pd.array(np.where(has, s["position"], 0), dtype="Int32"),
-                "value_interval": pd.array(s["interval"], dtype="Float64"),
-                "value_expected": pd.array(s["expected"], dtype="Float64"),
-                "value_first_over": pd.array(np.where(s["first_over"] >= 0, s["first_over"], 0), dtype="Int32"),
-            })
-            out.loc[~has, ["max_value_error", "value_position", "value_interval", "value_expected"]] = pd.NA
-            out.loc[s["first_over"] < 0, "value_first_over"] = pd.NA
-            if full:
-                r, o = s["residuals"], s["offsets"]
-                out["value_errors"] = [[None if not np.isfinite(v) else float(v) for v in r[a:b]] if b > a else None
-                                       for a, b in zip(o[:-1], o[1:])]
-            else:
-                out["value_errors"] = None
-            yield out
-
-    return score_value
-
-
 def value_per_session(sessions: DataFrame, bundle: ModelBundle, spec_threshold: float, batch_size: int,
                       full: bool = False) -> DataFrame:
     """``sessions`` plus the value columns (null where a session has no intervals or no value model):
     ``max_value_error`` (largest standardized residual), its ``value_position``, the interval there and
     the model's expected interval (seconds), ``value_first_over`` (first step above the spec's
-    mu + k*sigma) and, with ``full``, every step's residual (``value_errors``)."""
-    names = [f.split()[0] for f in VALUE_OUT.split(", ")]
+    mu + k*sigma) and, with ``full``, every step's residual (``value_errors``).
+
+    One Arrow pass in Python over the sessions (``mapInArrow``): each batch's events and intervals
+    reach the model as the flat arrays Arrow holds, with no Python object per session.
+    """
     if bundle.value_bytes is None:
         out = sessions
         for f in VALUE_OUT.split(", "):
             name, typ = f.split(" ", 1)
             out = out.withColumn(name, F.lit(None).cast(typ))
         return out
-    udf = _value_udf(bundle, batch_size, spec_threshold, full)  # sessions without intervals get nulls
-    scored = udf(F.struct(F.col("events"), F.col("intervals")))
-    return sessions.withColumn("_v", scored).select("*", *[F.col("_v." + n).alias(n) for n in names]).drop("_v")
+    model_bytes, sha, vocab = bundle.value_bytes, bundle.value_sha, bundle.value_vocab
+    mean, std = float(bundle.norm["mean"]), float(bundle.norm["std"])
+    schema = StructType(sessions.schema.fields + StructType.fromDDL(VALUE_OUT).fields)
+    ev_at, iv_at = sessions.columns.index("events"), sessions.columns.index("intervals")
+
+    def score(batches):
+        import numpy as np
+        import pyarrow as pa
+        import torch
+
+        from deeplog_spark.nn.model import load_checkpoint_bytes
+        from deeplog_spark.nn.scoring import ValueScorer
+
+        torch.set_num_threads(1)  # one Spark task per core
+        model, _ = load_checkpoint_bytes(model_bytes, "value", sha, "value_model.pt")
+        scorer = ValueScorer(model, vocab, mean, std, batch_size)
+        for b in batches:
+            s = scorer.summarise_arrays(*_session_arrays(b.column(ev_at), b.column(iv_at)), spec_threshold)
+            has = s["position"] >= 0
+
+            def num(x, dtype, valid):
+                x = np.asarray(x)
+                valid = valid & ~np.isnan(x) if x.dtype.kind == "f" else valid
+                return pa.array(np.where(valid, x, 0).astype(dtype), mask=~valid)
+
+            cols = [num(s["max"], np.float32, has), num(s["position"], np.int32, has),
+                    num(s["interval"], np.float64, has), num(s["expected"], np.float64, has),
+                    num(s["first_over"], np.int32, s["first_over"] >= 0)]
+            if full:
+                r, off = s["residuals"], s["offsets"]
+                cols.append(pa.ListArray.from_arrays(pa.array(off.astype(np.int32)), pa.array(r, mask=~np.isfinite(r)),
+                                                     mask=pa.array(np.diff(off) == 0)))
+            else:
+                cols.append(pa.nulls(b.num_rows, pa.list_(pa.float32())))
+            yield pa.RecordBatch.from_arrays(b.columns + cols, names=schema.fieldNames())
+
+    return sessions.mapInArrow(score, schema)
+
+
+def _session_arrays(events, intervals) -> tuple:
+    """(events, intervals, offsets) of an Arrow batch's ``events`` and ``intervals`` lists, laid
+    end to end as :meth:`~deeplog_spark.nn.scoring.ValueScorer.score_arrays` takes them: a session
+    without intervals counts none."""
+    import numpy as np
+
+    ev_off, ev = _flat(events)
+    iv_off, iv = _flat(intervals)
+    valid = ~np.asarray(intervals.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+    if not np.array_equal(ev_off, iv_off):  # sessions without intervals: their events are left out
+        lengths = np.where(valid, np.diff(ev_off), 0)
+        if not np.array_equal(lengths, np.where(valid, np.diff(iv_off), 0)):
+            raise ValueError("a session's events and intervals differ in length")
+        take = np.repeat(ev_off[:-1] - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths) \
+            + np.arange(int(lengths.sum()))
+        ev_off, ev = np.concatenate([[0], np.cumsum(lengths)]), ev[take]
+    return ev, np.asarray(iv, dtype=np.float64), ev_off
 
 
 # -- all of them ------------------------------------------------------------------------------------
 
 
 def sequence_scores(spark: SparkSession, seqs: DataFrame, bundle: ModelBundle, patterns: DataFrame | None,
-                    templates: Mapping[int, str], g: int, batch_size: int) -> tuple[DataFrame, DataFrame, DataFrame]:
-    """(per-sequence scores of key, count, exact and PCA; the scored key windows; the sequences'
-    count vectors, cached: unpersist them when done).
-
-    ``seqs``: distinct ``events``. The key windows are returned for the per-window predictions.
-    """
-    kw = key_windows(seqs, bundle, g, batch_size)
-    out = (seqs.select("events", seq_key(F.col("events")).alias("seq_key"))
-           .join(key_per_sequence(kw, g), "seq_key").drop("seq_key"))
-    counted = with_counts(seqs.select("events")).persist()  # small: the distinct sequences
+                    templates: Mapping[int, str], g: int, batch_size: int) -> DataFrame:
+    """Per-sequence scores of key, count, exact and PCA. ``seqs``: distinct ``events`` (cache them:
+    every detector reads them)."""
+    out = key_per_sequence(seqs, bundle, g, batch_size)
+    counted = with_counts(seqs.select("events"))
     if bundle.count is not None and patterns is not None:
         out = out.join(count_per_sequence(counted, patterns, bundle.count, templates), "events", "left")
     else:
@@ -230,4 +306,4 @@ def sequence_scores(spark: SparkSession, seqs: DataFrame, bundle: ModelBundle, p
         out = out.join(pca_per_sequence(spark, counted, bundle.pca), "events", "left")
     else:
         out = out.withColumn("pca_spe", F.lit(None).cast("double"))
-    return out, kw, counted
+    return out

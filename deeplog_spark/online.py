@@ -216,7 +216,7 @@ def fine_tune(spark: SparkSession, cfg: Config, plan: Plan, out_dir: Path) -> tu
                     init_state=payload["state_dict"])
     log.info("online: fine-tuning run %s on %d feedback sessions (%d windows) + replay (weight %.0f) -> run %s",
              parent.run_id, plan.sessions, int(w_fb), w_fb * cfg.online_replay if scale else 0, plan.new_id)
-    result = distribute(spark, cfg, job, train_df, val_df)
+    result = distribute(spark, cfg, [job], [(train_df, val_df)])[0]
     extra = {**payload["extra"], "run_id": plan.new_id, "parent_run_id": parent.run_id,
              "train_vocab": sorted(set(parent.train_vocab) | set(fb_vocab))}
     summary = save_model(out_dir, "key", job.model_config, result, extra, cfg.top_g)

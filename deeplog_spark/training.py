@@ -1,8 +1,10 @@
 """Train stage on Spark: traces -> training rows -> Petastorm -> TorchDistributor -> a run.
 
-One train function (:func:`petastorm_train_fn`) runs on every rank: it opens this rank's shard of
-the Petastorm cache, wraps the model in DistributedDataParallel (gloo on CPU, nccl on GPU) and
-calls the Spark-free :func:`deeplog_spark.nn.trainer.run_task`. The driver saves what rank 0 returns.
+One train function (:func:`petastorm_train_fn`) runs on every rank, in one TorchDistributor launch
+for both LSTMs: for each model it reads the Petastorm cache (into memory when it is small, else
+this rank's shard streamed), wraps the model in DistributedDataParallel (gloo on CPU, nccl on GPU)
+and calls the Spark-free :func:`deeplog_spark.nn.trainer.run_task`. The driver saves what rank 0
+returns.
 
 Every training task also fits the quantitative (count) model and the PCA baseline (Spark jobs of a
 few seconds) and ends with the calibration: every detector scores the val split, and the
@@ -38,6 +40,9 @@ from deeplog_spark.train_job import RUN_KEYS, markers, train_job
 log = logging.getLogger(__name__)
 
 TRAIN_TASKS = ("key", "value", "both")
+#: Training or validation tables up to this many rows are read into memory once and served from
+#: there every epoch; larger ones stream through Petastorm's loader.
+IN_MEMORY_ROWS = 1_000_000
 
 
 def run_id_for(cfg: Config, traces_path: str, traces_version: int) -> str:
@@ -45,37 +50,69 @@ def run_id_for(cfg: Config, traces_path: str, traces_version: int) -> str:
     return cfg.fingerprint(RUN_KEYS, extra={"traces": os.path.abspath(traces_path), "traces_version": traces_version})
 
 
-def petastorm_train_fn(job, train_converter, val_converter) -> dict | None:
-    """The function TorchDistributor runs on each rank; returns rank 0's result."""
+def _sources(job, train_converter, val_converter, rank: int, world: int):
+    """(train, val) batch sources of one job on this rank.
+
+    Rows that fit in memory (``IN_MEMORY_ROWS``: the default caps keep 20,000) are read from the
+    Parquet cache once, in a repeatable order, and served from memory every epoch; larger tables
+    stream through Petastorm's loader. Distinct key rows are drawn by count (``CountSampledSource``).
+    """
+    from deeplog_spark.nn.sources import ArraySource, CountSampledSource, PetastormSource, collected
+
+    def rows(conv):
+        return collected(PetastormSource(conv, job.batch_size, 0, 1, job.seed, job.loader_workers).full())
+
+    if job.count_sampling:  # distinct rows: every rank loads them all and draws windows by count ** power
+        train = CountSampledSource(rows(train_converter), job.steps_per_epoch, batch_size=job.batch_size,
+                                   seed=job.seed, rank=rank, world=world, power=job.sampling_power)
+    elif len(train_converter) <= IN_MEMORY_ROWS:
+        train = ArraySource(rows(train_converter), job.batch_size, job.seed, rank, world)
+    else:
+        train = PetastormSource(train_converter, job.batch_size, rank, world, job.seed, job.loader_workers)
+    if val_converter is None:
+        val = None
+    elif len(val_converter) <= IN_MEMORY_ROWS:
+        val = ArraySource(rows(val_converter), job.batch_size, job.seed, rank, world)
+    else:
+        val = PetastormSource(val_converter, job.batch_size, rank, world, job.seed, job.loader_workers)
+    return train, val
+
+
+def petastorm_train_fn(jobs, converters) -> list | None:
+    """The function TorchDistributor runs on each rank: trains ``jobs`` one after the other (one
+    launch for the key and the value model), each on its (train, val) converters; returns rank 0's
+    results."""
+    import time
+
     import torch
 
     from deeplog_spark.logs import setup_logging
-    from deeplog_spark.nn.sources import CountSampledSource, PetastormSource
     from deeplog_spark.nn.trainer import init_distributed, run_task, shutdown_distributed
 
     setup_logging()
-    rank, world, device = init_distributed(job.use_gpu)
-    if job.count_sampling:  # distinct rows: every rank loads them all and draws windows by count ** power
-        rows = PetastormSource(train_converter, job.batch_size, 0, 1, job.seed, job.loader_workers)
-        train = CountSampledSource.from_batches(rows.full(), job.steps_per_epoch, batch_size=job.batch_size,
-                                                seed=job.seed, rank=rank, world=world, power=job.sampling_power)
-    else:
-        train = PetastormSource(train_converter, job.batch_size, rank, world, job.seed, job.loader_workers)
-    val = (PetastormSource(val_converter, job.batch_size, rank, world, job.seed, job.loader_workers)
-           if val_converter is not None else None)
+    rank, world, device = init_distributed(jobs[0].use_gpu)
+    results = []
     try:
-        result = run_task(job, train, val, device)
+        for job, (train_converter, val_converter) in zip(jobs, converters):
+            t0 = time.perf_counter()
+            train, val = _sources(job, train_converter, val_converter, rank, world)
+            try:
+                result = run_task(job, train, val, device)
+            finally:
+                train.close()
+                if val is not None:
+                    val.close()
+            result["fit_seconds"] = round(time.perf_counter() - t0, 2)
+            results.append(result)
+            if rank == 0:
+                # In local mode TorchDistributor lets every rank write the returned value to one file,
+                # so another rank's None can win; rank 0 also leaves each result where the driver reads it.
+                tmp = job.result_path + ".tmp"
+                torch.save(result, tmp)
+                os.replace(tmp, job.result_path)
     finally:
-        train.close()
         shutdown_distributed()
-    if rank != 0:
-        return None
-    # In local mode TorchDistributor lets every rank write the returned value to one file, so
-    # another rank's None can win; rank 0 also leaves its result where the driver can read it.
-    tmp = job.result_path + ".tmp"
-    torch.save(result, tmp)
-    os.replace(tmp, job.result_path)
-    return result
+    return results if rank == 0 else None
 
 
 def _converter(spark: SparkSession, df: DataFrame, partitions: int):
@@ -85,40 +122,48 @@ def _converter(spark: SparkSession, df: DataFrame, partitions: int):
     return make_spark_converter(df.repartition(partitions))
 
 
-def distribute(spark: SparkSession, cfg: Config, job, train_df: DataFrame, val_df: DataFrame | None) -> dict:
-    """Train ``job`` on ``train_df`` (early stopping on ``val_df``) with TorchDistributor; rank 0's result."""
+def distribute(spark: SparkSession, cfg: Config, jobs: list, data: list[tuple[DataFrame, DataFrame | None]]) -> list[dict]:
+    """Train ``jobs`` (each on its ``(train_df, val_df)``, early stopping on val) in one TorchDistributor
+    launch; rank 0's results, in order."""
     from pyspark.ml.torch.distributor import TorchDistributor
 
-    Path(job.result_path).unlink(missing_ok=True)  # never read a crashed attempt's result
+    for job in jobs:
+        Path(job.result_path).unlink(missing_ok=True)  # never read a crashed attempt's result
     parts = max(2 * cfg.num_processes, 2)
-    train_conv = _converter(spark, train_df, parts)
-    val_conv = _converter(spark, val_df, parts) if val_df is not None else None
+    converters = []
     try:
-        if len(train_conv) == 0:
-            raise InputError(f"no training rows for the {job.task} model (train split, normal sessions)")
-        if val_conv is not None and len(val_conv) == 0:
-            log.warning("%s: no validation rows; early stopping watches the training loss", job.task)
-            val_conv.delete()
-            val_conv = None
-        log.info("%s: %d training rows, %s validation rows, %d process(es), local_mode=%s, gpu=%s",
-                 job.task, len(train_conv), len(val_conv) if val_conv else 0, cfg.num_processes,
-                 cfg.local_mode, cfg.use_gpu)
+        for job, (train_df, val_df) in zip(jobs, data):
+            converters.append((_converter(spark, train_df, parts), None))
+            if val_df is not None:
+                converters[-1] = (converters[-1][0], _converter(spark, val_df, parts))
+            train_conv, val_conv = converters[-1]
+            if len(train_conv) == 0:
+                raise InputError(f"no training rows for the {job.task} model (train split, normal sessions)")
+            if val_conv is not None and len(val_conv) == 0:
+                log.warning("%s: no validation rows; early stopping watches the training loss", job.task)
+                val_conv.delete()
+                converters[-1] = (train_conv, val_conv := None)
+            log.info("%s: %d training rows, %s validation rows, %d process(es), local_mode=%s, gpu=%s",
+                     job.task, len(train_conv), len(val_conv) if val_conv else 0, cfg.num_processes,
+                     cfg.local_mode, cfg.use_gpu)
         distributor = TorchDistributor(num_processes=cfg.num_processes, local_mode=cfg.local_mode,
                                        use_gpu=cfg.use_gpu)
-        result = distributor.run(petastorm_train_fn, job, train_conv, val_conv)
+        results = distributor.run(petastorm_train_fn, jobs, converters)
     finally:
-        train_conv.delete()
-        if val_conv is not None:
-            val_conv.delete()
-    if not result and cfg.local_mode and os.path.isfile(job.result_path):
+        for train_conv, val_conv in converters:
+            train_conv.delete()
+            if val_conv is not None:
+                val_conv.delete()
+    if not results and cfg.local_mode and all(os.path.isfile(j.result_path) for j in jobs):
         import torch
 
-        result = torch.load(job.result_path, map_location="cpu", weights_only=True)
-    if os.path.isfile(job.result_path):
-        os.remove(job.result_path)
-    if not result:
+        results = [torch.load(j.result_path, map_location="cpu", weights_only=True) for j in jobs]
+    for job in jobs:
+        if os.path.isfile(job.result_path):
+            os.remove(job.result_path)
+    if not results or len(results) != len(jobs):
         raise RuntimeError("TorchDistributor returned no result from rank 0")
-    return result
+    return results
 
 
 def _resolve_tasks(task: str, traces: DataFrame) -> list[str]:
@@ -151,42 +196,58 @@ def vocab_size_of(spark: SparkSession, cfg: Config) -> int:
     return int(size)
 
 
-def train_lstm(spark: SparkSession, cfg: Config, task: str, traces: DataFrame, vocab_size: int, out_dir: Path,
-               run_id: str, version: int) -> dict:
-    """Train one LSTM (``key`` or ``value``) and save it into ``out_dir``; returns its summary."""
+def train_lstms(spark: SparkSession, cfg: Config, tasks: list[str], traces: DataFrame, vocab_size: int,
+                out_dir: Path, run_id: str, version: int) -> dict[str, dict]:
+    """Train the LSTMs of ``tasks`` (``key``, ``value``) in one TorchDistributor launch and save them
+    into ``out_dir``; returns each one's summary (``seconds``: its rows' preparation and its training,
+    ``launch_seconds``: the launch they shared, less their training)."""
     t0 = time.perf_counter()
     train_n, val_n = normal_sessions(traces, "train"), normal_sessions(traces, "val")
-    job = train_job(cfg, task, vocab_size, out_dir)
-    extra: dict = {"run_id": run_id, "traces_version": version, "vocab_size": vocab_size}
     seen = train_n.select(F.explode("events").alias("e")).distinct()
-    extra["train_vocab"] = sorted(r["e"] for r in seen.collect() if 1 <= r["e"] <= vocab_size)  # <= vocab rows
-    if task == "key":
-        m = markers(cfg, vocab_size)
-        train_df = key_dataset(train_n, cfg.h, m, cfg.max_train_rows, cfg.seed)
-        val_df = key_dataset(val_n, cfg.h, m, cfg.max_val_rows, cfg.seed)
-    else:
-        stats = interval_stats(train_n)
-        norm = {"mean": stats.mean, "std": stats.std, "of": "log1p(interval seconds)",
-                "fitted_on": "train split, normal sessions, every interval but the first", "steps": stats.count}
-        write_json(out_dir / "value_norm.json", norm)
-        extra["norm"] = norm
-        train_df = value_chunks(train_n, stats, vocab_size, cfg.value_chunk, cfg.h, cfg.max_train_rows, cfg.seed)
-        val_df = value_chunks(val_n, stats, vocab_size, cfg.value_chunk, cfg.h, cfg.max_val_rows, cfg.seed)
-    result = distribute(spark, cfg, job, train_df, val_df)
-    summary = save_model(out_dir, task, job.model_config, result, extra, cfg.top_g)
-    if task == "value":
-        e = result["train_errors"]
-        if not all(math.isfinite(v) for v in (e["mu"], e["sigma"])):
-            raise InputError(f"the value model's residuals are not finite (mu {e['mu']}, sigma {e['sigma']}): "
-                             "check the intervals of the input")
-        threshold = {"mu": e["mu"], "sigma": e["sigma"], "k": cfg.k_sigma, "threshold": e["mu"] + cfg.k_sigma * e["sigma"],
-                     "error": "standardized residual |z - mean| / sd of log1p(interval)",
-                     "fitted_on": "train split, normal sessions", "steps": e["steps"]}
-        write_json(out_dir / "value_threshold.json", threshold)
-        summary["threshold"] = threshold["threshold"]
-    Path(job.resume_path).unlink(missing_ok=True)  # finished: a re-run trains afresh
-    summary["seconds"] = round(time.perf_counter() - t0, 2)
-    return summary
+    extra: dict = {"run_id": run_id, "traces_version": version, "vocab_size": vocab_size,
+                   "train_vocab": sorted(r["e"] for r in seen.collect() if 1 <= r["e"] <= vocab_size)}  # <= vocab rows
+    jobs, data, extras, prep = [], [], [], {}
+    for task in tasks:
+        t1 = time.perf_counter()
+        jobs.append(train_job(cfg, task, vocab_size, out_dir))
+        extras.append(dict(extra))
+        if task == "key":
+            m = markers(cfg, vocab_size)
+            data.append((key_dataset(train_n, cfg.h, m, cfg.max_train_rows, cfg.seed),
+                         key_dataset(val_n, cfg.h, m, cfg.max_val_rows, cfg.seed)))
+        else:
+            stats = interval_stats(train_n)
+            norm = {"mean": stats.mean, "std": stats.std, "of": "log1p(interval seconds)",
+                    "fitted_on": "train split, normal sessions, every interval but the first", "steps": stats.count}
+            write_json(out_dir / "value_norm.json", norm)
+            extras[-1]["norm"] = norm
+            data.append((value_chunks(train_n, stats, vocab_size, cfg.value_chunk, cfg.h, cfg.max_train_rows, cfg.seed),
+                         value_chunks(val_n, stats, vocab_size, cfg.value_chunk, cfg.h, cfg.max_val_rows, cfg.seed)))
+        prep[task] = time.perf_counter() - t1
+    t2 = time.perf_counter()
+    results = distribute(spark, cfg, jobs, data)
+    launch = time.perf_counter() - t2 - sum(r["fit_seconds"] for r in results)
+    summaries = {}
+    for job, result, job_extra in zip(jobs, results, extras):
+        summary = save_model(out_dir, job.task, job.model_config, result, job_extra, cfg.top_g)
+        if job.task == "value":
+            e = result["train_errors"]
+            if not all(math.isfinite(v) for v in (e["mu"], e["sigma"])):
+                raise InputError(f"the value model's residuals are not finite (mu {e['mu']}, sigma {e['sigma']}): "
+                                 "check the intervals of the input")
+            threshold = {"mu": e["mu"], "sigma": e["sigma"], "k": cfg.k_sigma,
+                         "threshold": e["mu"] + cfg.k_sigma * e["sigma"],
+                         "error": "standardized residual |z - mean| / sd of log1p(interval)",
+                         "fitted_on": "train split, normal sessions", "steps": e["steps"]}
+            write_json(out_dir / "value_threshold.json", threshold)
+            summary["threshold"] = threshold["threshold"]
+        Path(job.resume_path).unlink(missing_ok=True)  # finished: a re-run trains afresh
+        summary["seconds"] = round(prep[job.task] + result["fit_seconds"], 2)
+        summary["launch_seconds"] = round(launch, 2)
+        summaries[job.task] = summary
+    log.info("trained %s in %.1f s (one launch: %.1f s besides the training)", " and ".join(tasks),
+             time.perf_counter() - t0, launch)
+    return summaries
 
 
 def fit_quantitative(spark: SparkSession, cfg: Config, traces: DataFrame, run_id: str, out_dir: Path) -> dict:
@@ -232,7 +293,7 @@ def calibrate(spark: SparkSession, cfg: Config, run_id: str) -> dict:
     bundle = ModelBundle(cfg.artifacts_root, run_id)
     traces = read_table(spark, cfg.table(schemas.TRACES)).where(F.col("split") == "val") \
         .select("block_id", "split", "label", "ingest_batch", "events", "intervals")
-    sessions, _, cached = score_sessions(spark, cfg, bundle, traces, cfg.top_g, cfg.k_sigma)
+    sessions, cached = score_sessions(spark, cfg, bundle, traces, cfg.top_g, cfg.k_sigma, count=False)
     value_level = F.least(F.round(F.col("max_value_error") * 20) / 20, F.lit(1000.0))  # 0.05 sd steps
     grouped = (sessions.where(F.col("label").isNotNull())
                .groupBy("events", value_level.alias("value"), F.col("max_key_rank").cast("double").alias("key"),
@@ -311,8 +372,7 @@ def run_train(spark: SparkSession, cfg: Config, task: str = "both") -> dict:
             miner = read_table(spark, cfg.table(schemas.MINER_STATE)).first()
             (out_dir / "miner_state.json").write_text(miner["state"])
             summary["miner_templates"] = miner["templates"]
-        for t in tasks:
-            summary["tasks"][t] = train_lstm(spark, cfg, t, traces, vocab_size, out_dir, run_id, version)
+        summary["tasks"] = train_lstms(spark, cfg, tasks, traces, vocab_size, out_dir, run_id, version)
         summary["quantitative"] = fit_quantitative(spark, cfg, traces, run_id, out_dir)
         if (out_dir / "key_model.pt").is_file():
             cal = calibrate(spark, cfg, run_id)

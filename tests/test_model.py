@@ -13,7 +13,7 @@ from deeplog_spark.nn.model import (
     load_checkpoint,
     save_checkpoint,
 )
-from deeplog_spark.nn.sources import ArraySource, CountSampledSource, key_columns
+from deeplog_spark.nn.sources import ArraySource, CountSampledSource, collected, key_columns
 from deeplog_spark.nn.trainer import TrainJob, evaluate, fit, residual_stats, seed_everything, state_digest
 
 
@@ -156,8 +156,8 @@ def test_count_sampling_draws_windows_by_a_power_of_their_counts_with_their_next
     order = [3, 1, 0, 2]
     shuffled = [{"window": torch.as_tensor(x[order]), "target": torch.as_tensor(y[order]), "weight": torch.as_tensor(w[order])}]
     ordered = [{"window": torch.as_tensor(x), "target": torch.as_tensor(y), "weight": torch.as_tensor(w)}]
-    a = CountSampledSource.from_batches(shuffled, 2, batch_size=20, seed=1)
-    b = CountSampledSource.from_batches(ordered, 2, batch_size=20, seed=1)
+    a = CountSampledSource(collected(iter(shuffled)), 2, batch_size=20, seed=1)
+    b = CountSampledSource(collected(iter(ordered)), 2, batch_size=20, seed=1)
     assert all(torch.equal(p["window"], q["window"]) and torch.equal(p["soft"], q["soft"])
                for p, q in zip(a.epoch(0), b.epoch(0)))
 
@@ -352,3 +352,56 @@ def test_tampered_corrupted_and_foreign_files_are_refused(tmp_path):
     torch.save(payload, wrong_shape)
     with pytest.raises(CheckpointError, match="do not fit"):
         load_checkpoint(wrong_shape)
+
+
+def test_flat_windows_follow_the_spark_rule_for_every_session():
+    """The numpy windows equal the per-session rule of the Spark side (``windows.window_rows``, as
+    ``nn.local.session_windows`` writes it), with and without markers, sliced offsets too."""
+    from deeplog_spark.nn.local import session_windows
+    from deeplog_spark.nn.scoring import flat_windows
+
+    rng = np.random.default_rng(0)
+    for markers in (None, (30, 31)):
+        for h in (1, 3, 10):
+            sessions = [list(rng.integers(-1, 30, rng.integers(0, 25))) for _ in range(100)]
+            offsets = np.concatenate([[0], np.cumsum([len(x) for x in sessions])])
+            flat = np.concatenate([np.array(x, dtype=np.int64) for x in sessions])
+            rows, seq, pos = flat_windows(flat, offsets, h, markers)
+            ref = [(i, p, [*w, n]) for i, x in enumerate(sessions) for p, (w, n) in enumerate(session_windows(x, h, markers))]
+            assert [(int(i), int(p), list(r)) for i, p, r in zip(seq, pos, rows)] == ref
+            part, ps, pp = flat_windows(flat[offsets[40]:offsets[70]], offsets[40:71], h, markers)
+            inside = (seq >= 40) & (seq < 70)
+            assert np.array_equal(part, rows[inside]) and np.array_equal(ps + 40, seq[inside]) and np.array_equal(pp, pos[inside])
+
+
+def test_key_summary_reduces_each_sessions_windows():
+    """Per session: windows, largest rank and -log p, the most surprising window (the first on ties)
+    and DeepLog's first window ranked worse than g; each distinct window row is scored once."""
+    from deeplog_spark.nn.scoring import KeyScorer, key_summary
+
+    table = {(0, 30, 5): (1, 0.1, None), (30, 5, 22): (3, 7.5, None), (5, 22, 31): (12, 7.5, None),
+             (30, 5, 31): (40, 100.0, "unseen_next_event")}
+    scored = []
+
+    class Table(KeyScorer):
+        def __init__(self):
+            pass
+
+        def score(self, window, next_event):
+            keys = [(*w, n) for w, n in zip(window.tolist(), next_event.tolist())]
+            scored.extend(keys)
+            return {"key_rank": np.array([table[k][0] for k in keys], np.int32),
+                    "key_score": np.array([table[k][1] for k in keys], np.float32),
+                    "top_g": np.array([[k[-1], 7] for k in keys], np.int32),
+                    "key_reason": np.array([table[k][2] for k in keys], dtype=object)}
+
+    s = key_summary(Table(), np.array([5, 22, 5]), np.array([0, 2, 3]), h=2, markers=(30, 31), g=2)
+    assert sorted(scored) == sorted(table)  # (0, 30, 5) opens both sessions: scored once
+    assert s["n_windows"].tolist() == [3, 2]
+    assert s["max_rank"].tolist() == [12, 40] and s["max_score"].tolist() == [7.5, 100.0]
+    assert s["pos"][s["worst"]].tolist() == [1, 1]  # session 0: two windows at 7.5, the first wins
+    assert s["n_over"].tolist() == [2, 1] and s["pos"][s["first"]].tolist() == [1, 1]
+    assert s["rows"][s["first"]].tolist() == [[30, 5, 22], [30, 5, 31]]
+    assert s["key_reason"][s["first"]].tolist() == [None, "unseen_next_event"]
+    none = key_summary(Table(), np.array([5]), np.array([0, 1]), h=2, markers=(30, 31), g=50)
+    assert none["first"].tolist() == [len(none["rows"])]  # no window ranked worse than g

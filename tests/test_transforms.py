@@ -7,7 +7,7 @@ import pytest
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
-from deeplog_spark.detectors import key_per_sequence, model_ids
+from deeplog_spark.detectors import model_ids
 from deeplog_spark.ingest import CORRUPT, SOURCE_FILE, build_traces, parse_labels, parse_traces, trace_rejects
 from deeplog_spark.schemas import Reason
 from deeplog_spark.split import assign_split, fold_split
@@ -65,22 +65,6 @@ def test_split_and_folds_are_functions_of_the_block_id_alone(spark):
     assert len(tested) == 2000
 
 
-def test_model_ids_and_key_per_sequence(spark):
+def test_model_ids(spark):
     got = spark.createDataFrame([([1, 30, 2, -4],)], "e array<int>").select(model_ids(F.col("e"), 29).alias("m"))
     assert got.first().m == [1, -1, 2, -1]
-    windows = spark.createDataFrame([
-        ("s522", 0, [0, 30], 5, 1, 0.1, [5, 22], None),
-        ("s522", 1, [30, 5], 22, 3, 2.0, [11, 22, 5], None),
-        ("s522", 2, [5, 22], 31, 12, 7.5, [11, 9, 26], None),
-        ("s522", 3, [22, 31], 9, 40, 100.0, [1, 2, 3], "unseen_next_event"),  # ties: the first most surprising
-        ("s5", 0, [0, 30], 5, 1, 0.2, [5], None),
-    ], "seq_key string, position int, window array<int>, next_event int, key_rank int, key_score float, "
-       "top_g array<int>, key_reason string")
-    got = key_per_sequence(windows, 2).select("seq_key", "n_windows", "max_key_rank", "n_anomalous_windows",
-                                              "first_key_position", "key_position", "key_next_event",
-                                              "first_key_next_event", "first_key_reason")
-    expected = spark.createDataFrame([("s522", 4, 40, 3, 1, 3, 9, 22, None), ("s5", 1, 1, 0, None, 0, 5, None, None)],
-                                     "seq_key string, n_windows int, max_key_rank int, n_anomalous_windows int, "
-                                     "first_key_position int, key_position int, key_next_event int, "
-                                     "first_key_next_event int, first_key_reason string")
-    assertDataFrameEqual(got, expected)

@@ -58,6 +58,22 @@ class ArraySource:
         """Nothing to release (the same interface as :class:`PetastormSource`)."""
 
 
+def collected(batches: Iterator[Batch]) -> dict[str, np.ndarray]:
+    """The columns of ``batches`` (one pass over a source), their rows in a repeatable order: readers
+    deliver row groups in any order, and the sources draw and shuffle by row index."""
+    parts: dict[str, list] = {}
+    for b in batches:
+        for k, v in b.items():
+            parts.setdefault(k, []).append(torch.as_tensor(v))
+    if not parts:
+        raise ValueError("no rows to read")
+    cols = {k: torch.cat(v).numpy() for k, v in parts.items()}
+    n = len(next(iter(cols.values())))
+    keys = np.column_stack([cols[k].reshape(n, -1).astype(np.float64) for k in sorted(cols)])
+    order = np.lexsort(keys.T[::-1])
+    return {k: v[order] for k, v in cols.items()}
+
+
 def key_columns(window: np.ndarray, target: np.ndarray, weight: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """The key model's columns; ``weight`` (how many windows a row stands for) defaults to 1."""
     w = np.ones(len(target), dtype=np.float32) if weight is None else np.asarray(weight, dtype=np.float32)
@@ -158,21 +174,6 @@ class CountSampledSource(ArraySource):
         self.soft = torch.as_tensor(law.astype(np.float32))  # a window of count 0 is never drawn
         p = torch.as_tensor(counts) ** power
         self._p = p / p.sum()
-
-    @classmethod
-    def from_batches(cls, batches, steps_per_epoch: int, **kw) -> "CountSampledSource":
-        """Collect ``window, target, weight`` batches (one pass over a source) into a sampler."""
-        parts: dict[str, list] = {"window": [], "target": [], "weight": []}
-        for b in batches:
-            for k in parts:
-                parts[k].append(torch.as_tensor(b[k]))
-        if not parts["target"]:
-            raise ValueError("no training rows to draw from")
-        cols = {k: torch.cat(v).numpy() for k, v in parts.items()}
-        # readers deliver row groups in any order: sort the rows so the draws are repeatable
-        keys = np.column_stack([cols["window"].reshape(len(cols["target"]), -1), cols["target"]])
-        order = np.lexsort(keys.T[::-1])
-        return cls({k: v[order] for k, v in cols.items()}, steps_per_epoch, **kw)
 
     def epoch(self, epoch: int) -> Iterator[Batch]:
         g = torch.Generator().manual_seed(hash((self.seed, self.rank, epoch)) % (2**62))

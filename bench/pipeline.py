@@ -422,7 +422,11 @@ def markdown(out: dict) -> str:
                          f"{_fmt(s.get('val_top_g_recall'), '.4f')} |")
         q = out.get("quantitative") or {}
         cal = out.get("calibration") or {}
-        lines += ["", f"Settings: {json.dumps(out['overrides'])}. Count and PCA models: {q.get('seconds', 0):.1f} s; "
+        launch = next((s.get("launch_seconds") for s in out["models"].values() if s.get("launch_seconds") is not None), None)
+        lines += ["", "Seconds per model: its rows prepared in Spark and its training in the trainer process. "
+                  + ("" if launch is None else f"Both models share one TorchDistributor launch: {launch:.1f} s "
+                     "besides their training (Petastorm's Parquet cache, the processes' start). ")
+                  + f"Settings: {json.dumps(out['overrides'])}. Count and PCA models: {q.get('seconds', 0):.1f} s; "
                   f"calibration on val: {cal.get('seconds', 0):.1f} s, fused rule "
                   f"{' OR '.join(sorted((cal.get('fused') or {}).get('members', {})))}."]
     if "metrics" in out:

@@ -411,7 +411,7 @@ def markdown(out: dict) -> str:
               "build their windows from the distinct sequences of the traces); the reference stage reads it.", "",
               f"Total {out['total_seconds']:,.1f} s. Per second = rows in (windows for `windows`) / wall seconds. "
               "Peak MiB: RSS sampled every 0.2 s per process group; under `local[*]` the JVM is the driver and the "
-              "executor in one process, and `executor py` are its Python workers (pandas_udf scoring)."]
+              "executor in one process, and `executor py` are its Python workers (the scoring passes)."]
     if "models" in out:
         lines += ["", "## Training", "", "| model | epochs (best) | rows per epoch | windows per epoch | median epoch s | "
                   "seconds | val loss | val top-g recall |", "|---|---|---|---|---|---|---|---|"]

@@ -74,7 +74,7 @@ def main() -> None:
         peaks = [max((s.get("peak_mib") or {}).get(group, 0) for s in r["stages"] if s["stage"] in STAGES) for r in runs]
         lines.append(f"| {group} | " + " | ".join(f"{p:,.0f}" for p in peaks) + " |")
     lines += ["", "Driver python: the job's own process (it holds counts and small aggregates, never a table). "
-              "JVM: the driver and, under `local[*]`, the executor. executor python: the pandas_udf workers. "
+              "JVM: the driver and, under `local[*]`, the executor. executor python: the Python workers of the scoring passes. "
               "trainer python: TorchDistributor's training processes."]
     (RESULTS / "pipeline_scaling.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -8,6 +8,7 @@ nothing stored), a write to a scratch Delta table or its own aggregation, timed 
     .venv/bin/python bench/profile_stages.py --tables generated/bench/work_575k/warehouse \\
         --artifacts generated/bench/work_575k/artifacts --name 575k
 
+``--value_batches 4096,32768`` times the value pass again at each of those Arrow batch sizes.
 Writes ``bench/results/profile_<name>.{json,md}``. The pieces overlap in what they compute (the
 verdicts include the value pass), so they do not add up to a stage.
 """
@@ -26,8 +27,8 @@ from pyspark.sql import functions as F
 from deeplog_spark import evaluation as ev
 from deeplog_spark import schemas
 from deeplog_spark.config import Config, pop_option
-from deeplog_spark.detection import (_deeplog_evidence, count_patterns, decide, predictions, score_sessions,
-                                     templates_map)
+from deeplog_spark.detection import (_created_with, _deeplog_evidence, arrow_batches, count_patterns, decide,
+                                     predictions, score_sessions, templates_map)
 from deeplog_spark.detectors import (count_per_sequence, key_per_sequence, pca_per_sequence, sequences,
                                      value_per_session, with_counts)
 from deeplog_spark.logs import setup_logging
@@ -44,11 +45,13 @@ def main() -> None:
     args, tables = pop_option(args, "tables", "")
     args, artifacts = pop_option(args, "artifacts", "")
     args, repeats = pop_option(args, "repeats", "3")
+    args, value_batches = pop_option(args, "value_batches", "")
     if not tables or not artifacts or args:
-        raise SystemExit("usage: profile_stages.py --tables DIR --artifacts DIR [--name NAME] [--repeats N]")
+        raise SystemExit("usage: profile_stages.py --tables DIR --artifacts DIR [--name NAME] [--repeats N] "
+                         "[--value_batches N,M,...]")
     cfg = Config.load(overrides={"tables_root": tables, "artifacts_root": artifacts})
     spark = build_spark("bench-profile", cfg)
-    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(cfg.detect_batch_size))
+    arrow_batches(spark, cfg)
     bundle = ModelBundle(cfg.artifacts_root, None)
     g, k, batch = cfg.top_g, cfg.k_sigma, cfg.detect_batch_size
     scratch = tempfile.mkdtemp(prefix="profile_")
@@ -86,18 +89,25 @@ def main() -> None:
     spec = bundle.value_threshold(k)
     timed("value model per session (one Arrow pass)",
           noop(value_per_session(traces, bundle, spec if spec is not None else float("inf"), batch)))
+    for rows in [int(n) for n in value_batches.split(",") if n]:  # the same pass at other Arrow batch sizes
+        spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(rows))
+        timed(f"value model per session, {rows:,} sessions per Arrow batch",
+              noop(value_per_session(traces, bundle, spec if spec is not None else float("inf"), batch)))
+    arrow_batches(spark, cfg)
     sessions, cached = score_sessions(spark, cfg, bundle, traces, g, k)
     verdicts = _deeplog_evidence(decide(sessions, bundle, g, k), bundle).drop("events")
     timed("verdicts (every detector, decided; noop)", noop(verdicts))
     timed("verdicts written to a Delta table",
-          lambda: verdicts.write.format("delta").mode("overwrite").save(f"{scratch}/verdicts"))
+          lambda: verdicts.write.format("delta").mode("overwrite").options(**_created_with(schemas.VERDICTS))
+          .save(f"{scratch}/verdicts"))
     written = read_table(spark, f"{scratch}/verdicts")
     n_flagged = timed("verdicts read back: counts", lambda: written.where(F.col("anomalous")).count())
     flagged = F.broadcast(written.where(F.col("anomalous")).select("block_id"))
     preds = predictions(traces.join(flagged, "block_id", "left_semi"), bundle, g, k, batch)
     timed("predictions of the flagged sessions (traces read again; noop)", noop(preds))
     timed("predictions written to a Delta table",
-          lambda: preds.write.format("delta").mode("overwrite").save(f"{scratch}/predictions"))
+          lambda: preds.write.format("delta").mode("overwrite").options(**_created_with(schemas.PREDICTIONS))
+          .save(f"{scratch}/predictions"))
     table = ev.rules(bundle, g, k)
     timed("evaluate: the histogram of every rule (one aggregation)", lambda: ev.histogram(written, table))
     for df in [seqs, *cached]:

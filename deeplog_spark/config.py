@@ -127,7 +127,7 @@ class Config:
     # [detect]
     top_g: int = _field("detect", "key model: anomaly if next event not in top g")
     k_sigma: float = _field("detect", "value model: anomaly if error > mu + k*sigma")
-    detect_batch_size: int = _field("detect", "rows per Arrow batch of the scoring passes (and per key model call)")
+    detect_batch_size: int = _field("detect", "rows per Arrow batch of the scoring passes (sequences or sessions)")
     predictions: str = _field("detect", "per-window predictions rows: 'anomalous' (sessions flagged by a rule) or 'all'")
     calibration_fpr: float = _field("detect", "without labelled anomalies in val: thresholds at this val false-positive rate")
     # [online]

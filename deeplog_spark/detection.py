@@ -51,6 +51,24 @@ REASON_ORDER = ("count", "key", "key_nll", "value", "pca")
 BROADCAST_ROWS = 500_000
 #: Distinct sequences scored per task (the first detectors' jobs run on this many per partition).
 SEQUENCES_PER_TASK = 50_000
+#: Bytes per Arrow batch of the scoring passes at most, whatever ``detect_batch_size`` says: long
+#: sessions (logs beyond HDFS) come in fewer rows per batch. 32,768 HDFS sessions take ~10 MB.
+ARROW_BATCH_BYTES = 16 << 20
+#: Delta statistics (min, max, nulls per file) only for the columns queries filter on: the default
+#: (the first 32 columns, the reason texts and windows among them) made writing 2.9M verdicts 1.18x
+#: slower (bench/results/delta_stats_2.9M.md). Set when the table is created; Delta keeps no statistics of boolean columns.
+STATS_COLUMNS = {schemas.VERDICTS: "g,k,block_id,split,label,ingest_batch",
+                 schemas.PREDICTIONS: "g,k,block_id,split,label,ingest_batch,position,key_rank"}
+
+
+def _created_with(table: str) -> dict[str, str]:
+    return {"delta.dataSkippingStatsColumns": STATS_COLUMNS[table]}
+
+
+def arrow_batches(spark: SparkSession, cfg: Config) -> None:
+    """Size the Arrow batches of the scoring passes (rows by ``detect_batch_size``, bytes capped)."""
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(cfg.detect_batch_size))
+    spark.conf.set("spark.sql.execution.arrow.maxBytesPerBatch", str(ARROW_BATCH_BYTES))
 
 
 def score_columns() -> dict[str, Column]:
@@ -195,7 +213,7 @@ def score_sessions(spark: SparkSession, cfg: Config, bundle: ModelBundle, traces
     """(every session of ``traces`` with the scores of every detector; the cached DataFrames, for
     the caller to unpersist when done). ``count=False`` leaves the count detector's columns null
     (calibration computes its features for every candidate knob itself)."""
-    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(cfg.detect_batch_size))
+    arrow_batches(spark, cfg)
     # cached and counted before anything reads them: the detectors' jobs would otherwise each
     # compute the distinct sequences from the traces at once (adaptive execution runs them together)
     seqs = sequences(traces).select("events").persist(StorageLevel.MEMORY_AND_DISK)
@@ -213,7 +231,7 @@ def score_sessions(spark: SparkSession, cfg: Config, bundle: ModelBundle, traces
     # the value model reads each session's intervals (and only it does); then the distinct
     # sequences' scores, small next to the sessions, are broadcast to them: no shuffle of sessions
     sessions = value_per_session(traces, bundle, spec_value if spec_value is not None else float("inf"),
-                                 cfg.detect_batch_size).drop("intervals")
+                                 cfg.detect_batch_size)
     sessions = sessions.join(F.broadcast(per_seq) if n_seq <= BROADCAST_ROWS else per_seq, "events")
     return sessions, [seqs, per_seq]
 
@@ -236,7 +254,8 @@ def run_detect(spark: SparkSession, cfg: Config, model: str | None = None) -> di
         sessions, cached = score_sessions(spark, cfg, bundle, traces, g, k)
         verdicts = _deeplog_evidence(decide(sessions, bundle, g, k), bundle)
         vpath = cfg.table(schemas.VERDICTS)
-        replace_where(verdicts.drop("events"), vpath, detection_rows(bundle.run_id, g, k, batch), partition_by=["run_id"])
+        replace_where(verdicts.drop("events"), vpath, detection_rows(bundle.run_id, g, k, batch), partition_by=["run_id"],
+                      properties=_created_with(schemas.VERDICTS))
         mine = read_table(spark, vpath).where(detection_rows(bundle.run_id, g, k, batch))
         counts = mine.agg(F.count(F.lit(1)).alias("sessions"), F.sum(F.col("anomalous").cast("int")).alias("anomalous"),
                           F.sum(F.col("deeplog_anomalous").cast("int")).alias("deeplog"),
@@ -250,7 +269,7 @@ def run_detect(spark: SparkSession, cfg: Config, model: str | None = None) -> di
         selected = traces.join(flagged, "block_id", "left_semi")
         preds = predictions(selected, bundle, g, k, cfg.detect_batch_size)
         replace_where(preds, cfg.table(schemas.PREDICTIONS), detection_rows(bundle.run_id, g, k, batch),
-                      partition_by=["run_id"])
+                      partition_by=["run_id"], properties=_created_with(schemas.PREDICTIONS))
         for df in cached:
             df.unpersist()
         score_s = time.perf_counter() - t0

@@ -214,7 +214,9 @@ def pca_per_sequence(spark: SparkSession, counted: DataFrame, model: pca_mod.Pca
 
 def value_per_session(sessions: DataFrame, bundle: ModelBundle, spec_threshold: float, batch_size: int,
                       full: bool = False) -> DataFrame:
-    """``sessions`` plus the value columns (null where a session has no intervals or no value model):
+    """``sessions`` without ``intervals`` (the pass reads them and nothing after it does, so they are
+    not sent back to the JVM) plus the value columns (null where a session has no intervals or no
+    value model):
     ``max_value_error`` (largest standardized residual), its ``value_position``, the interval there and
     the model's expected interval (seconds), ``value_first_over`` (first step above the spec's
     mu + k*sigma) and, with ``full``, every step's residual (``value_errors``).
@@ -223,15 +225,16 @@ def value_per_session(sessions: DataFrame, bundle: ModelBundle, spec_threshold: 
     reach the model as the flat arrays Arrow holds, with no Python object per session.
     """
     if bundle.value_bytes is None:
-        out = sessions
+        out = sessions.drop("intervals")
         for f in VALUE_OUT.split(", "):
             name, typ = f.split(" ", 1)
             out = out.withColumn(name, F.lit(None).cast(typ))
         return out
     model_bytes, sha, vocab = bundle.value_bytes, bundle.value_sha, bundle.value_vocab
     mean, std = float(bundle.norm["mean"]), float(bundle.norm["std"])
-    schema = StructType(sessions.schema.fields + StructType.fromDDL(VALUE_OUT).fields)
     ev_at, iv_at = sessions.columns.index("events"), sessions.columns.index("intervals")
+    kept = [i for i in range(len(sessions.columns)) if i != iv_at]
+    schema = StructType([sessions.schema.fields[i] for i in kept] + StructType.fromDDL(VALUE_OUT).fields)
 
     def score(batches):
         import numpy as np
@@ -262,7 +265,7 @@ def value_per_session(sessions: DataFrame, bundle: ModelBundle, spec_threshold: 
                                                      mask=pa.array(np.diff(off) == 0)))
             else:
                 cols.append(pa.nulls(b.num_rows, pa.list_(pa.float32())))
-            yield pa.RecordBatch.from_arrays(b.columns + cols, names=schema.fieldNames())
+            yield pa.RecordBatch.from_arrays([b.column(i) for i in kept] + cols, names=schema.fieldNames())
 
     return sessions.mapInArrow(score, schema)
 

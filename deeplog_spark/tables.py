@@ -14,7 +14,7 @@ import logging
 import random
 import re
 import time
-from typing import Callable, Sequence, TypeVar, Union
+from typing import Callable, Mapping, Sequence, TypeVar, Union
 
 from pyspark.sql import DataFrame, SparkSession
 
@@ -122,14 +122,15 @@ def write_batches(df: DataFrame, path: Table, batches: Sequence[str], append: bo
     replace_where(df, path, f"ingest_batch IN ({names})", partition_by, whole=not append)
 
 
-def replace_where(df: DataFrame, path: Table, cond: str, partition_by: Sequence[str] = (), whole: bool = False) -> None:
+def replace_where(df: DataFrame, path: Table, cond: str, partition_by: Sequence[str] = (), whole: bool = False,
+                  properties: Mapping[str, str] | None = None) -> None:
     """Replace the rows matching SQL ``cond`` in the Delta table ``path`` with ``df`` (one commit).
 
-    Creates the table (partitioned by ``partition_by``) when it does not exist; ``whole=True``
-    replaces the whole table. Rows outside ``cond`` are kept, so writers of disjoint row sets can
-    commit at the same time: a conflict is retried (:func:`commit_with_retry`). A named
-    :class:`TableRef` is written by name, and registered first (at its location) when the catalog
-    does not know it yet.
+    Creates the table (partitioned by ``partition_by``, with the table ``properties``) when it does
+    not exist; ``whole=True`` replaces the whole table (and sets the ``properties`` again). Rows
+    outside ``cond`` are kept, so writers of disjoint row sets can commit at the same time: a
+    conflict is retried (:func:`commit_with_retry`). A named :class:`TableRef` is written by name,
+    and registered first (at its location) when the catalog does not know it yet.
     """
     ref = as_ref(path)
     spark = df.sparkSession
@@ -141,6 +142,8 @@ def replace_where(df: DataFrame, path: Table, cond: str, partition_by: Sequence[
         if whole or not table_exists(spark, ref):
             writer = df.write.format("delta").mode("overwrite").option("overwriteSchema", "true")
             writer = writer.partitionBy(*partition_by) if partition_by else writer
+            for key, value in (properties or {}).items():
+                writer = writer.option(key, value)
         else:
             writer = (df.write.format("delta").mode("overwrite").option("replaceWhere", cond)
                       .option("mergeSchema", "true"))

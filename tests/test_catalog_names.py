@@ -29,3 +29,22 @@ def test_named_tables_write_read_register_and_refuse_another_location(spark, tmp
     with pytest.raises(InputError, match="is at .* not at"):
         read_table(spark, TableRef(str(tmp_path / "elsewhere" / "x"), "names_t.x"))
     spark.sql("DROP SCHEMA names_t CASCADE")
+
+
+def test_table_properties_are_set_when_a_table_is_created_by_name_or_by_path(spark, tmp_path):
+    from deeplog_spark.tables import replace_where
+
+    spark.sql("DROP SCHEMA IF EXISTS props_t CASCADE")
+    props = {"delta.dataSkippingStatsColumns": "id"}
+    df = spark.range(4).selectExpr("id", "id % 2 AS part", "'x' AS text")
+    for ref in (TableRef(str(tmp_path / "wh" / "p"), "props_t.p"), str(tmp_path / "byp")):
+        replace_where(df, ref, "true", partition_by=["part"], properties=props)
+        replace_where(df.where("part = 1"), ref, "part = 1", partition_by=["part"], properties={"delta.x": "1"})
+        where = ref.name if isinstance(ref, TableRef) else f"delta.`{ref}`"
+        detail = spark.sql(f"DESCRIBE DETAIL {where}").first()
+        assert detail["properties"] == props, ref  # set at creation; a later write leaves them
+        assert read_table(spark, ref).count() == 4
+    stats = spark.read.json(str(tmp_path / "byp" / "_delta_log" / "00000000000000000000.json")) \
+        .where("add IS NOT NULL").select("add.stats").first()[0]
+    assert '"minValues":{"id"' in stats and "text" not in stats  # statistics of the named column only
+    spark.sql("DROP SCHEMA props_t CASCADE")

@@ -200,6 +200,34 @@ def test_value_summary_takes_each_sessions_largest_residual_earliest_on_ties_and
     assert low["first_over"].tolist() == [-1, -1, -1, -1]
 
 
+def test_scores_do_not_depend_on_how_rows_are_batched():
+    """The scoring passes hand the scorers Arrow batches of any size (``detect_batch_size``, capped
+    in bytes); each forward pass takes at most FORWARD_WINDOWS / FORWARD_CHUNKS rows."""
+    from deeplog_spark.nn.scoring import FORWARD_CHUNKS, FORWARD_WINDOWS, KeyScorer, ValueScorer
+
+    seed_everything(3)
+    rng = np.random.default_rng(3)
+    key = KeyLSTM(KeyModelConfig(vocab_size=29, markers=True))
+    windows, nxt = rng.integers(0, 32, (FORWARD_WINDOWS + 500, 10)), rng.integers(1, 32, FORWARD_WINDOWS + 500)
+    whole = KeyScorer(key, list(range(1, 28)), 9, batch_size=10**6)
+    assert whole.batch_size == FORWARD_WINDOWS
+    a, b = whole.score(windows, nxt), KeyScorer(key, list(range(1, 28)), 9, batch_size=97).score(windows, nxt)
+    for col in ("key_rank", "key_score", "top_g"):
+        assert np.array_equal(a[col], b[col]), col
+    value = ValueLSTM(ValueModelConfig(vocab_size=29, event_dim=4, hidden=8, chunk=8, context=2))
+    lengths = rng.integers(1, 30, FORWARD_CHUNKS + 300)
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    events, intervals = rng.integers(1, 30, offsets[-1]), rng.exponential(5.0, offsets[-1])
+    scorer = ValueScorer(value, list(range(1, 30)), 1.0, 2.0, batch_size=10**6)
+    full, _ = scorer.score_arrays(events, intervals, offsets)
+    parts = []
+    for s in range(0, len(lengths), 251):  # Arrow batches of 251 sessions
+        o = offsets[s:min(len(lengths), s + 251) + 1]
+        parts.append(scorer.score_arrays(events[o[0]:o[-1]], intervals[o[0]:o[-1]], o - o[0])[0])
+    assert np.array_equal(full, np.concatenate(parts), equal_nan=True)
+    assert np.isfinite(full).sum() > 10_000
+
+
 def _toy_value_data(n=400, seed=0, stretch_at=None):
     """Sessions of events 1 (about 1 s after the one before) and 2 (about 10 min after)."""
     from deeplog_spark.nn.scoring import chunk_starts, log_intervals

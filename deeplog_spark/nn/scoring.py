@@ -23,6 +23,9 @@ REASON_UNSEEN_NEXT = "unseen_next_event"
 REASON_UNSEEN_IN_WINDOW = "unseen_event_in_window"
 #: Id of an event the model's vocabulary does not have (the Spark side maps such ids to it).
 UNKNOWN_ID = -1
+#: Windows per forward pass of the key model, whatever the caller's batch (the Arrow batches of
+#: the scoring passes are larger): the results do not depend on how rows are batched.
+FORWARD_WINDOWS = 4096
 
 
 def unseen_rank(classes: int) -> int:
@@ -36,7 +39,7 @@ class KeyScorer:
     def __init__(self, model: torch.nn.Module, train_vocab: list[int], top_g: int, batch_size: int = 4096):
         self.model = model.eval()
         cfg = model.cfg
-        self.classes, self.top_g, self.batch_size = cfg.classes, top_g, batch_size
+        self.classes, self.top_g, self.batch_size = cfg.classes, top_g, max(1, min(batch_size, FORWARD_WINDOWS))
         known = np.zeros(self.classes, dtype=bool)
         known[[e for e in train_vocab if 0 < e <= cfg.vocab_size]] = True
         known[0] = True  # padding

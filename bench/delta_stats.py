@@ -19,7 +19,7 @@ import time
 
 from deeplog_spark import schemas
 from deeplog_spark.config import Config, pop_option
-from deeplog_spark.detection import _created_with
+from deeplog_spark.detection import table_properties
 from deeplog_spark.logs import setup_logging
 from deeplog_spark.session import build_spark
 from deeplog_spark.tables import read_table
@@ -38,9 +38,9 @@ def main() -> None:
     spark = build_spark("bench-delta-stats", cfg)
     verdicts = read_table(spark, cfg.table_path(schemas.VERDICTS)).cache()
     rows = verdicts.count()
+    product = table_properties(schemas.VERDICTS)
     settings = {"Delta's default (the first 32 columns)": {},
-                "the product's (" + _created_with(schemas.VERDICTS)["delta.dataSkippingStatsColumns"] + ")":
-                    _created_with(schemas.VERDICTS)}
+                f"the product's ({product['delta.dataSkippingStatsColumns']})": product}
     scratch = tempfile.mkdtemp(prefix="delta_stats_")
     runs: dict[str, list[float]] = {s: [] for s in settings}
     for i in range(int(repeats) + 1):  # the first round warms up and is not counted

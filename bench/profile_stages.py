@@ -27,8 +27,8 @@ from pyspark.sql import functions as F
 from deeplog_spark import evaluation as ev
 from deeplog_spark import schemas
 from deeplog_spark.config import Config, pop_option
-from deeplog_spark.detection import (_created_with, _deeplog_evidence, arrow_batches, count_patterns, decide,
-                                     predictions, score_sessions, templates_map)
+from deeplog_spark.detection import (_deeplog_evidence, arrow_batches, count_patterns, decide, predictions,
+                                     score_sessions, table_properties, templates_map)
 from deeplog_spark.detectors import (count_per_sequence, key_per_sequence, pca_per_sequence, sequences,
                                      value_per_session, with_counts)
 from deeplog_spark.logs import setup_logging
@@ -98,7 +98,7 @@ def main() -> None:
     verdicts = _deeplog_evidence(decide(sessions, bundle, g, k), bundle).drop("events")
     timed("verdicts (every detector, decided; noop)", noop(verdicts))
     timed("verdicts written to a Delta table",
-          lambda: verdicts.write.format("delta").mode("overwrite").options(**_created_with(schemas.VERDICTS))
+          lambda: verdicts.write.format("delta").mode("overwrite").options(**table_properties(schemas.VERDICTS))
           .save(f"{scratch}/verdicts"))
     written = read_table(spark, f"{scratch}/verdicts")
     n_flagged = timed("verdicts read back: counts", lambda: written.where(F.col("anomalous")).count())
@@ -106,7 +106,7 @@ def main() -> None:
     preds = predictions(traces.join(flagged, "block_id", "left_semi"), bundle, g, k, batch)
     timed("predictions of the flagged sessions (traces read again; noop)", noop(preds))
     timed("predictions written to a Delta table",
-          lambda: preds.write.format("delta").mode("overwrite").options(**_created_with(schemas.PREDICTIONS))
+          lambda: preds.write.format("delta").mode("overwrite").options(**table_properties(schemas.PREDICTIONS))
           .save(f"{scratch}/predictions"))
     table = ev.rules(bundle, g, k)
     timed("evaluate: the histogram of every rule (one aggregation)", lambda: ev.histogram(written, table))

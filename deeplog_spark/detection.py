@@ -61,7 +61,8 @@ STATS_COLUMNS = {schemas.VERDICTS: "g,k,block_id,split,label,ingest_batch",
                  schemas.PREDICTIONS: "g,k,block_id,split,label,ingest_batch,position,key_rank"}
 
 
-def _created_with(table: str) -> dict[str, str]:
+def table_properties(table: str) -> dict[str, str]:
+    """The Delta properties detection creates ``table`` (verdicts or predictions) with."""
     return {"delta.dataSkippingStatsColumns": STATS_COLUMNS[table]}
 
 
@@ -255,7 +256,7 @@ def run_detect(spark: SparkSession, cfg: Config, model: str | None = None) -> di
         verdicts = _deeplog_evidence(decide(sessions, bundle, g, k), bundle)
         vpath = cfg.table(schemas.VERDICTS)
         replace_where(verdicts.drop("events"), vpath, detection_rows(bundle.run_id, g, k, batch), partition_by=["run_id"],
-                      properties=_created_with(schemas.VERDICTS))
+                      properties=table_properties(schemas.VERDICTS))
         mine = read_table(spark, vpath).where(detection_rows(bundle.run_id, g, k, batch))
         counts = mine.agg(F.count(F.lit(1)).alias("sessions"), F.sum(F.col("anomalous").cast("int")).alias("anomalous"),
                           F.sum(F.col("deeplog_anomalous").cast("int")).alias("deeplog"),
@@ -269,7 +270,7 @@ def run_detect(spark: SparkSession, cfg: Config, model: str | None = None) -> di
         selected = traces.join(flagged, "block_id", "left_semi")
         preds = predictions(selected, bundle, g, k, cfg.detect_batch_size)
         replace_where(preds, cfg.table(schemas.PREDICTIONS), detection_rows(bundle.run_id, g, k, batch),
-                      partition_by=["run_id"], properties=_created_with(schemas.PREDICTIONS))
+                      partition_by=["run_id"], properties=table_properties(schemas.PREDICTIONS))
         for df in cached:
             df.unpersist()
         score_s = time.perf_counter() - t0

@@ -83,8 +83,15 @@ def _plain(row: dict) -> dict:
 def test_detect_writes_what_the_previous_implementation_wrote(spark, cfg):
     from conftest import SAMPLE
 
-    got = scenario(spark, cfg.replace(event_traces=str(SAMPLE / "Event_traces.csv.gz"),
-                                      anomaly_labels=str(SAMPLE / "anomaly_label.csv.gz")))
+    from deeplog_spark import schemas
+    from deeplog_spark.detection import STATS_COLUMNS
+
+    cfg = cfg.replace(event_traces=str(SAMPLE / "Event_traces.csv.gz"), anomaly_labels=str(SAMPLE / "anomaly_label.csv.gz"))
+    got = scenario(spark, cfg)
+    for table in (schemas.VERDICTS, schemas.PREDICTIONS):  # created with statistics on the columns queries filter on
+        detail = spark.sql(f"DESCRIBE DETAIL delta.`{cfg.table_path(table)}`").first()
+        assert detail["properties"].get("delta.dataSkippingStatsColumns") == STATS_COLUMNS[table], table
+        assert set(STATS_COLUMNS[table].split(",")) <= set(got[table][0]), table  # columns the table has
     want = json.loads(gzip.decompress(GOLDEN.read_bytes()))
     assert len(want["verdicts"]) == 3000 and len(want["predictions"]) > 0
     flagged = {v["block_id"] for v in want["verdicts"] if v["anomalous"]}

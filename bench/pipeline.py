@@ -413,10 +413,10 @@ def markdown(out: dict) -> str:
               "Peak MiB: RSS sampled every 0.2 s per process group; under `local[*]` the JVM is the driver and the "
               "executor in one process, and `executor py` are its Python workers (the scoring passes)."]
     if "models" in out:
-        lines += ["", "## Training", "", "| model | epochs (best) | rows per epoch | windows per epoch | median epoch s | "
-                  "seconds | val loss | val top-g recall |", "|---|---|---|---|---|---|---|---|"]
-        for t, s in out["models"].items():
-            lines.append(f"| {t} | {s['epochs']} ({s['best_epoch']}) | {_fmt(s.get('rows_per_epoch'))} | "
+        lines += ["", "## Training", "", "| model | precision | epochs (best) | rows per epoch | windows per epoch | "
+                  "median epoch s | seconds | val loss | val top-g recall |", "|---|---|---|---|---|---|---|---|---|"]
+        for t, s in out["models"].items():  # runs before train_precision trained in fp32
+            lines.append(f"| {t} | {s.get('precision', 'fp32')} | {s['epochs']} ({s['best_epoch']}) | {_fmt(s.get('rows_per_epoch'))} | "
                          f"{_fmt(s.get('windows_per_epoch'))} | {_fmt(s.get('median_epoch_s'), '.2f')} | "
                          f"{_fmt(s.get('seconds'), '.1f')} | {_fmt(s.get('val_loss'), '.4f')} | "
                          f"{_fmt(s.get('val_top_g_recall'), '.4f')} |")

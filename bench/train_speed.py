@@ -22,6 +22,9 @@ window; count-weighted, so the loss is the loss over all windows):
   (a deterministic objective, as L-BFGS's line search needs): Adam with a one-cycle schedule, or
   L-BFGS with a strong-Wolfe line search (``steps`` = its iterations).
 
+``--precisions fp32,bf16,bf16,fp32`` runs each candidate in those training precisions
+(``train_precision``: bf16 autocast forward passes), in that order, each run a row of its own.
+
 Writes ``bench/results/train_speed_<name>.{json,md}``: per recipe the best validation loss, the
 seconds to reach the target (if it does) and the whole curve. Timings: one process, the torch
 threads of this machine, nothing else running.
@@ -42,7 +45,7 @@ from deeplog_spark.config import Config, parse_overrides, pop_option
 from deeplog_spark.nn.local import key_rows, read_delta
 from deeplog_spark.nn.model import KeyLSTM, KeyModelConfig
 from deeplog_spark.nn.sources import ArraySource, CountSampledSource, key_columns
-from deeplog_spark.nn.trainer import _batch_loss, evaluate, seed_everything
+from deeplog_spark.nn.trainer import _batch_loss, autocast_context, autocast_dtype, evaluate, seed_everything
 from deeplog_spark.train_job import markers
 
 from _common import RESULTS
@@ -72,8 +75,10 @@ def _val(model, val) -> float:
     return evaluate(model, "key", val.full(), torch.device("cpu"))["loss"]
 
 
-def run_candidate(cfg, vocab, train_cols, val, batch, lr, steps, power, eval_steps) -> dict:
+def run_candidate(cfg, vocab, train_cols, val, batch, lr, steps, power, eval_steps, precision="fp32") -> dict:
+    """A candidate recipe, its forward passes in ``precision`` (the trainer's autocast, ``train_precision``)."""
     seed_everything(cfg.seed)
+    amp = autocast_dtype(precision, torch.device("cpu"))
     model = _model(cfg, vocab)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
@@ -82,7 +87,8 @@ def run_candidate(cfg, vocab, train_cols, val, batch, lr, steps, power, eval_ste
     for b in src.epoch(0):
         t0 = time.perf_counter()
         model.train()
-        loss_sum, weight, _, _ = _batch_loss(model, "key", b, torch.device("cpu"))
+        with autocast_context(torch.device("cpu"), amp):
+            loss_sum, weight, _, _ = _batch_loss(model, "key", b, torch.device("cpu"))
         opt.zero_grad()
         (loss_sum / weight).backward()
         opt.step()
@@ -92,7 +98,8 @@ def run_candidate(cfg, vocab, train_cols, val, batch, lr, steps, power, eval_ste
         t_train += time.perf_counter() - t0
         if step % eval_steps == 0 or step == steps:
             curve.append({"step": step, "seconds": round(t_train, 2), "val_loss": _val(model, val)})
-    return {"batch": batch, "lr": lr, "steps": steps, "sampling_power": power, "schedule": "onecycle", "curve": curve}
+    return {"batch": batch, "lr": lr, "steps": steps, "sampling_power": power, "schedule": "onecycle",
+            "precision": "bf16" if amp else "fp32", "curve": curve}
 
 
 def run_full_batch(cfg, vocab, train_cols, val, method: str, lr: float, steps: int, eval_steps: int) -> dict:
@@ -172,6 +179,8 @@ def main() -> None:
     args, spec_epochs = pop_option(args, "spec_epochs", "20")
     args, eval_steps = pop_option(args, "eval_steps", "100")
     args, only = pop_option(args, "only", "")
+    # the candidates' training precisions (train_precision), each a recipe of its own: fp32,bf16
+    args, precisions = pop_option(args, "precisions", "fp32")
     # the target from a committed full-data run (its key history) instead of running the spec here
     args, target_from = pop_option(args, "target_from", "")
     cfg = Config.load(overrides=parse_overrides(args))
@@ -190,9 +199,14 @@ def main() -> None:
     for key, (batch, lr, steps, power) in CANDIDATES.items():
         if only and key not in only.split(","):
             continue
-        out["recipes"][key] = run_candidate(cfg, vocab, train_cols, val, batch, lr, steps, power, int(eval_steps))
-        best = min(c["val_loss"] for c in out["recipes"][key]["curve"])
-        print(f"{key}: best val {best:.4f} in {out['recipes'][key]['curve'][-1]['seconds']:.0f}s", flush=True)
+        seen: dict[str, int] = {}
+        for precision in precisions.split(","):  # a precision named twice runs twice (side-by-side repeats)
+            seen[precision] = seen.get(precision, 0) + 1
+            label = key if precisions == "fp32" else f"{key} {precision}" + (f" #{seen[precision]}" if seen[precision] > 1 else "")
+            out["recipes"][label] = run_candidate(cfg, vocab, train_cols, val, batch, lr, steps, power, int(eval_steps),
+                                                  precision)
+            best = min(c["val_loss"] for c in out["recipes"][label]["curve"])
+            print(f"{label}: best val {best:.4f} in {out['recipes'][label]['curve'][-1]['seconds']:.0f}s", flush=True)
     for key, (method, lr, steps) in FULL_BATCH.items():
         if only and key not in only.split(","):
             continue
@@ -227,12 +241,12 @@ def markdown(out: dict) -> str:
              f"Target: the best validation loss of the spec's full-data training, **{out['target_val_loss']:.4f}**"
              + (f" (`{out['target_from']}`, the same val split)" if out.get("target_from") else "")
              if out["target_val_loss"] is not None else "No spec reference in this run.", "",
-             "| recipe | batch | peak lr | schedule | sampling power | steps / epochs | best val loss | seconds | seconds to target |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| recipe | batch | peak lr | schedule | sampling power | precision | steps / epochs | best val loss | seconds | "
+             "seconds to target |", "|---|---|---|---|---|---|---|---|---|---|"]
     for key, r in out["recipes"].items():
         span = f"{r['epochs']} epochs" if "epochs" in r else f"{r['steps']} steps"
         hit = "" if r["seconds_to_target"] is None else f"{r['seconds_to_target']:.0f}"
-        lines.append(f"| {key} | {r['batch']} | {r['lr']:g} | {r['schedule']} | {r.get('sampling_power', '')} | {span} | {r['best_val_loss']:.4f} | "
+        lines.append(f"| {key} | {r['batch']} | {r['lr']:g} | {r['schedule']} | {r.get('sampling_power', '')} | {r.get('precision', 'fp32')} | {span} | {r['best_val_loss']:.4f} | "
                      f"{r['seconds']:.0f} | {hit} |")
     return "\n".join(lines) + "\n"
 

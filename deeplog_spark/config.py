@@ -34,8 +34,10 @@ SPLITS = ("train", "val", "test")
 INPUTS = ("event_traces", "sequences", "raw_logs")
 #: Where raw-log event ids come from (``auto``: the file for HDFS, else mined or the saved miner).
 TEMPLATE_SOURCES = ("auto", "file", "mine", "state")
-#: Learning-rate schedules (deeplog_spark.nn.trainer).
+#: Learning-rate schedules (deeplog_spark.nn.trainer.TrainJob).
 SCHEDULES = ("onecycle", "plateau", "constant")
+#: Precisions of the training forward passes (deeplog_spark.nn.trainer.autocast_dtype).
+PRECISIONS = ("auto", "bf16", "fp32")
 #: The largest window length h (a window is an LSTM pass of h steps; more is a typo, not a model).
 MAX_H = 1000
 #: A URL scheme (``s3a:``, ``dbfs:``): Spark reads and writes tables there; Python's file APIs cannot.
@@ -123,6 +125,7 @@ class Config:
     num_processes: int = _field("train", "TorchDistributor processes (ranks)")
     local_mode: bool = _field("train", "TorchDistributor local_mode (ranks on the driver)")
     use_gpu: bool = _field("train", "train on GPUs (nccl) instead of CPU (gloo)")
+    train_precision: str = _field("train", "training forward passes: auto (bf16 where the CPU or GPU computes it natively), bf16 or fp32")
     loader_workers: int = _field("train", "Petastorm reader threads per rank")
     # [detect]
     top_g: int = _field("detect", "key model: anomaly if next event not in top g")
@@ -351,6 +354,8 @@ def _validate(cfg: Config) -> None:
     _check(cfg.h <= MAX_H, "h", cfg.h, f"must be <= {MAX_H}")
     _check(cfg.value_chunk > cfg.h, "value_chunk", cfg.value_chunk, f"must be > h ({cfg.h}): later chunks repeat h steps as context")
     _check(cfg.lr_schedule in SCHEDULES, "lr_schedule", cfg.lr_schedule, f"must be one of {', '.join(SCHEDULES)}")
+    _check(cfg.train_precision in PRECISIONS, "train_precision", cfg.train_precision,
+           f"must be one of {', '.join(PRECISIONS)}")
     _check(cfg.input in INPUTS, "input", cfg.input, f"must be one of {', '.join(INPUTS)}")
     _check(cfg.log_format in PRESETS, "log_format", cfg.log_format, f"must be one of {', '.join(PRESETS)}")
     _check(cfg.templates_from in TEMPLATE_SOURCES, "templates_from", cfg.templates_from,

@@ -159,4 +159,5 @@ def save_model(out_dir: Path, task: str, model_config: dict, result: dict, extra
         out["val_top_g_recall_before"] = result["baseline"].get("top_g_recall")
     out["median_windows_per_s"] = sorted(h["windows_per_s"] for h in history)[len(history) // 2]
     out["train_seconds"] = round(sum(h["seconds"] for h in history), 2)
+    out["precision"] = result.get("precision", "fp32")
     return out

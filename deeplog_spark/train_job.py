@@ -17,7 +17,7 @@ RUN_KEYS = ("h", "session_markers", "embed_dim", "key_hidden", "key_layers", "ke
             "value_layers", "value_dropout", "value_event_dim", "value_chunk", "value_batch_size", "value_epochs", "batch_size", "lr", "lr_decay",
             "lr_schedule", "epochs", "patience", "min_delta", "distinct_windows", "sampling_power", "steps_per_epoch",
             "max_train_rows", "max_val_rows", "seed", "train_ratio", "val_ratio", "test_ratio", "num_processes",
-            "use_gpu")
+            "use_gpu", "train_precision")
 
 
 def markers(cfg: Config, vocab_size: int) -> tuple[int, int] | None:
@@ -50,7 +50,7 @@ def train_job(cfg: Config, task: str, vocab_size: int, out_dir: Path | None = No
               "count_sampling": task == "key" and cfg.distinct_windows,
               "steps_per_epoch": cfg.steps_per_epoch if task == "key" and cfg.distinct_windows else 0,
               "sampling_power": cfg.sampling_power,
-              "use_gpu": cfg.use_gpu, "loader_workers": cfg.loader_workers}
+              "use_gpu": cfg.use_gpu, "loader_workers": cfg.loader_workers, "precision": cfg.train_precision}
     if out_dir is not None:
         fields.update(resume_path=str((out_dir / f"{task}_resume.pt").resolve()),
                       result_path=str((out_dir / f"{task}_result.pt").resolve()))

@@ -48,6 +48,7 @@ def test_bad_flags_name_the_problem(argv, key):
     ({"max_train_rows": -1}, "max_train_rows"),
     ({"min_delta": 1.5}, "min_delta"),
     ({"lr_decay": 0.0}, "lr_decay"),
+    ({"train_precision": "fp16"}, "train_precision"),
     ({"nope": 1}, "nope"),
 ])
 def test_out_of_range_values_name_the_key(overrides, key):

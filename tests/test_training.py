@@ -57,7 +57,8 @@ def test_run_id_is_keyed_by_config_and_traces_version(sample_tables):
     """Same config and data -> same run id; another setting or a new traces version -> another."""
     cfg, path = sample_tables.replace(epochs=3), sample_tables.table_path(schemas.TRACES)
     assert run_id_for(cfg, path, 0) == run_id_for(cfg.replace(shuffle_partitions=7), path, 0)
-    for change in ({"epochs": 1}, {"lr_schedule": "plateau"}, {"session_markers": False}, {"value_chunk": 64}):
+    for change in ({"epochs": 1}, {"lr_schedule": "plateau"}, {"session_markers": False}, {"value_chunk": 64},
+                   {"train_precision": "fp32"}):
         assert run_id_for(cfg.replace(**change), path, 0) != run_id_for(cfg, path, 0), change
     assert run_id_for(cfg, path, 1) != run_id_for(cfg, path, 0)
 

@@ -54,11 +54,14 @@ SEQUENCES_PER_TASK = 50_000
 #: Bytes per Arrow batch of the scoring passes at most, whatever ``detect_batch_size`` says: long
 #: sessions (logs beyond HDFS) come in fewer rows per batch. 32,768 HDFS sessions take ~10 MB.
 ARROW_BATCH_BYTES = 16 << 20
-#: Delta statistics (min, max, nulls per file) only for the columns queries filter on: the default
-#: (the first 32 columns, the reason texts and windows among them) made writing 2.9M verdicts 1.18x
-#: slower (bench/results/delta_stats_2.9M.md). Set when the table is created; Delta keeps no statistics of boolean columns.
-STATS_COLUMNS = {schemas.VERDICTS: "g,k,block_id,split,label,ingest_batch",
-                 schemas.PREDICTIONS: "g,k,block_id,split,label,ingest_batch,position,key_rank"}
+#: Delta statistics (min, max, nulls per file) only for the columns whose min and max can skip a
+#: file: a detection writes one (g, k) and one ingest batch, so those columns are constant per file
+#: and a re-run's replaceWhere or a query for one detection reads only its files. Block ids, splits,
+#: labels, positions and ranks are spread over every file as detection writes them, so their min/max
+#: skip nothing (a lookup of one block read 4 of 4 files), and keeping them made writing 2.9M verdicts
+#: 1.09x slower (the default, the first 32 columns, 1.23x: bench/results/delta_stats_2.9M.md). Set
+#: when the table is created.
+STATS_COLUMNS = {schemas.VERDICTS: "g,k,ingest_batch", schemas.PREDICTIONS: "g,k,ingest_batch"}
 
 
 def table_properties(table: str) -> dict[str, str]:
@@ -176,9 +179,9 @@ def predictions(anomalous: DataFrame, bundle: ModelBundle, g: int, k: float, bat
     spec_value = bundle.value_threshold(k)
     scored = value_per_session(anomalous, bundle, spec_value if spec_value is not None else float("inf"),
                                batch_size, full=True)
-    rows = key_window_rows(scored, bundle, g, batch_size, ["block_id", "split", "label", "ingest_batch", "value_errors"])
-    value_error = F.element_at("value_errors", F.col("event_index") + 1)  # null beyond the session (the end marker)
-    value_error = F.when(F.col("event_index") < F.size("value_errors"), value_error)
+    rows = key_window_rows(scored, bundle, g, batch_size, ["block_id", "split", "label", "ingest_batch"],
+                           step_values="value_errors")
+    value_error = F.col("step_value")  # the residual of the window's next event; null at the end marker
     key_anomaly = F.col("key_rank") > F.lit(g)
     value_anomaly = (value_error > F.lit(spec_value)) if spec_value is not None else F.lit(None).cast("boolean")
     window_score = F.col("key_rank") / F.lit(g)

@@ -154,13 +154,18 @@ def key_per_sequence(seqs: DataFrame, bundle: ModelBundle, g: int, batch_size: i
 
 
 def key_window_rows(sessions: DataFrame, bundle: ModelBundle, top_g: int, batch_size: int,
-                    keep: list[str]) -> DataFrame:
+                    keep: list[str], step_values: str | None = None) -> DataFrame:
     """Every window of every session: ``keep`` + ``position, window, next_event, event_index,
     key_rank, key_score, top_g, key_reason`` (the per-window predictions; each distinct (window,
-    next) row of an Arrow batch scored once)."""
+    next) row of an Arrow batch scored once), and with ``step_values`` (a session's ``array<float>``
+    of one value per event) ``step_value``: that array's value at the window's ``event_index``
+    (null past its end, as the end marker is), picked in numpy so that no window row carries the
+    session's whole array."""
     build = _key_scorer(bundle, top_g, batch_size)
     h, start_end, vocab_size, markers = bundle.h, bundle.start_end, bundle.vocab_size, bundle.markers
-    schema = StructType(sessions.select(*keep).schema.fields + StructType.fromDDL(WINDOW_ROW_DDL).fields)
+    extra = StructType.fromDDL("step_value float").fields if step_values else []
+    schema = StructType(sessions.select(*keep).schema.fields + StructType.fromDDL(WINDOW_ROW_DDL).fields + extra)
+    at = len(keep) + (1 if step_values else 0)  # the events column
 
     def explode(batches):
         import numpy as np
@@ -170,20 +175,36 @@ def key_window_rows(sessions: DataFrame, bundle: ModelBundle, top_g: int, batch_
 
         scorer = build()
         for b in batches:
-            off, values = _flat(b.column(len(keep)))
+            off, values = _flat(b.column(at))
             rows, seq, pos = flat_windows(_model_ids(values, vocab_size), off, h, start_end)
             s = scorer.score_rows(rows)
             n = np.diff(off)[seq]
             index = pos if markers else pos + h - np.maximum(h + 1 - n, 0)  # windows.event_index
             take = pa.array(seq.astype(np.int64))
+            extra_cols = [_value_at(b.column(len(keep)), seq, index)] if step_values else []
             yield pa.RecordBatch.from_arrays(
                 [b.column(i).take(take) for i in range(len(keep))]
                 + [pa.array(pos.astype(np.int32)), _list_column(rows[:, :h], h), pa.array(rows[:, h].astype(np.int32)),
                    pa.array(index.astype(np.int32)), pa.array(s["key_rank"].astype(np.int32)),
                    pa.array(s["key_score"].astype(np.float32)), _list_column(s["top_g"], s["top_g"].shape[1]),
-                   pa.array(s["key_reason"], pa.string())], names=schema.fieldNames())
+                   pa.array(s["key_reason"], pa.string())] + extra_cols, names=schema.fieldNames())
 
-    return sessions.select(*keep, F.col("events").cast("array<int>")).mapInArrow(explode, schema)
+    return sessions.select(*keep, *([step_values] if step_values else []),
+                           F.col("events").cast("array<int>")).mapInArrow(explode, schema)
+
+
+def _value_at(lists, seq, index):
+    """A float32 Arrow array: element ``index[i]`` of list ``seq[i]`` of ``lists`` (null where the
+    list is null, shorter, or holds a null or a non-finite number there)."""
+    import numpy as np
+    import pyarrow as pa
+
+    off, values = _flat(lists)
+    values = np.asarray(values, dtype=np.float64)  # a null element reads as NaN
+    inside = (index < np.diff(off)[seq]) & ~np.asarray(lists.is_null().to_numpy(zero_copy_only=False), dtype=bool)[seq]
+    out = np.full(len(seq), np.nan)
+    out[inside] = values[off[:-1][seq[inside]] + index[inside]]
+    return pa.array(out.astype(np.float32), mask=~np.isfinite(out))
 
 
 # -- count and PCA --------------------------------------------------------------------------------

@@ -458,3 +458,21 @@ def test_key_summary_reduces_each_sessions_windows():
     assert s["key_reason"][s["first"]].tolist() == [None, "unseen_next_event"]
     none = key_summary(Table(), np.array([5]), np.array([0, 1]), h=2, markers=(30, 31), g=50)
     assert none["first"].tolist() == [len(none["rows"])]  # no window ranked worse than g
+
+
+def test_value_at_picks_each_windows_step_and_is_null_past_the_end_or_where_the_session_has_none():
+    import pyarrow as pa
+
+    from deeplog_spark.detectors import _value_at
+
+    lists = pa.array([[0.5, None, 2.0], None, [], [float("nan"), 7.0]], pa.list_(pa.float32()))
+    seq = np.array([0, 0, 0, 0, 1, 2, 3, 3])
+    index = np.array([0, 1, 2, 3, 0, 0, 0, 1])  # 3: past the session (its end marker)
+    got = _value_at(lists.slice(0), seq, index).to_pylist()
+    assert got == [0.5, None, 2.0, None, None, None, None, 7.0]
+    sliced = _value_at(lists.slice(3), np.array([0, 0]), np.array([1, 2])).to_pylist()  # offsets not from 0
+    assert sliced == [7.0, None]
+    # a null session whose slot still spans values (Arrow allows it): null, not its values
+    masked = pa.ListArray.from_arrays(pa.array([0, 2, 3], pa.int32()), pa.array([1.0, 2.0, 3.0], pa.float32()),
+                                      mask=pa.array([True, False]))
+    assert _value_at(masked, np.array([0, 1]), np.array([0, 0])).to_pylist() == [None, 3.0]

@@ -69,8 +69,10 @@ def window_at(events: Column, position: Column, h: int, markers: tuple[int, int]
     """(window, next event) of window ``position`` of a session, as :func:`window_rows` makes it,
     without exploding the session (null where ``position`` is null)."""
     check_h(h)
-    window, nxt = _slide(_padded(events, h, markers), position, h)
-    return F.when(position.isNotNull(), window), F.when(position.isNotNull(), nxt)
+    # window and next event cut as one slice of h + 1 ids, so the padded session is built once,
+    # and only where ``position`` is set
+    both = F.when(position.isNotNull(), F.slice(_padded(events, h, markers), position + 1, h + 1))
+    return F.slice(both, 1, h), F.element_at(both, h + 1)
 
 
 def window_rows(df: DataFrame, h: int, markers: tuple[int, int] | None, keep: Sequence[str],

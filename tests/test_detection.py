@@ -358,3 +358,46 @@ def test_commit_retry_retries_conflicts_only(spark):
     with pytest.raises(ValueError):
         commit_with_retry(broken, "t", base_delay_s=0.001)
     assert len(calls) == 1  # other errors are not retried
+
+
+def _bundle_stub():
+    from types import SimpleNamespace
+
+    return SimpleNamespace(run_id="r", markers=True, start_end=(6, 7), vocab_size=5, h=3,
+                           calibration={"fused": {"members": {"count": 0.5, "key_nll": 4.0, "value": 6.5}}},
+                           value_threshold=lambda k: 2.0)
+
+
+def test_sequence_columns_give_the_key_reason_and_the_model_ids_once_per_sequence(spark):
+    from deeplog_spark.detection import sequence_columns
+
+    df = spark.createDataFrame(
+        [([1, 2, 3], 1, 7, 0.001, 12, [7, 2, 1], [6, 1, 2]), ([1, 9, 0], 2, 4, 0.5, 1, [4], [0, 1, 9, 2])],
+        "events array<int>, key_position int, key_next_event int, key_p double, max_key_rank int, "
+        "key_expected array<int>, key_window array<int>")
+    got = {tuple(r.events): r for r in sequence_columns(df, _bundle_stub()).collect()}
+    assert got[(1, 2, 3)].model_events is None  # every id known: the events themselves
+    assert got[(1, 9, 0)].model_events == [1, -1, -1]  # outside 1..vocab_size: UNKNOWN_ID
+    # Java's %.2g keeps two significant digits: 0.0010
+    assert got[(1, 2, 3)].key_text == ("key: at step 1 the model did not expect the end of the session "
+                                       "(p=0.0010, rank 12; expected end, E2, E1) after start E1 E2")
+    assert got[(1, 9, 0)].key_text == "key: at step 2 the model did not expect E4 (p=0.50, rank 1; expected E4) after E1 E9 E2"
+
+
+def test_the_verdict_columns_of_every_session_use_no_lambda(spark):
+    """A lambda (an array function such as transform or filter) is evaluated row by row and keeps
+    Spark from compiling the session-level projection into one loop, which made the verdict
+    columns of 2.9M sessions 2.6x slower; what needs one is built per sequence (sequence_columns)."""
+    from deeplog_spark.detection import _deeplog_evidence, decide
+
+    sessions = spark.createDataFrame([], (
+        "block_id string, split string, label int, ingest_batch string, events array<int>, model_events array<int>, "
+        "key_text string, key_p double, key_position int, n_windows int, n_anomalous_windows int, max_key_rank int, "
+        "max_key_score double, max_value_error float, value_position int, value_interval double, value_expected double, "
+        "value_first_over int, count_anomalous boolean, count_score double, count_reason string, "
+        "exact_anomalous boolean, pca_spe double, first_key_position int, first_key_window array<int>, "
+        "first_key_next_event int, first_key_reason string"))
+    verdicts = _deeplog_evidence(decide(sessions, _bundle_stub(), 9, 3.0), _bundle_stub())
+    plan = verdicts._jdf.queryExecution().analyzed().toString()
+    assert "first_anomaly_window" in plan and "reason" in plan
+    assert "lambdafunction" not in plan.lower(), plan

@@ -119,9 +119,8 @@ def sequence_columns(per_seq: DataFrame, bundle: ModelBundle) -> DataFrame:
             e == F.lit(end), F.lit("end")).otherwise(F.concat(F.lit("E"), e.cast("string")))), ", "),
         F.array_join(F.transform(F.slice(F.filter("key_window", lambda e: e > 0), -3, 3), lambda e: F.when(
             e == F.lit(end - 1), F.lit("start")).when(e < 0, F.lit("?")).otherwise(F.concat(F.lit("E"), e.cast("string")))), " "))
-    unknown = F.exists("events", lambda e: ~F.coalesce((e >= 1) & (e <= bundle.vocab_size), F.lit(False)))
-    return (per_seq.withColumn("key_text", key_text)
-            .withColumn("model_events", F.when(unknown, model_ids(F.col("events"), bundle.vocab_size))))
+    ids = model_ids(F.col("events"), bundle.vocab_size)
+    return per_seq.withColumn("key_text", key_text).withColumn("model_events", F.when(ids != F.col("events"), ids))
 
 
 def _reason(detector: str, bundle: ModelBundle, threshold: float) -> Column:

@@ -1,14 +1,16 @@
-"""PCA baseline (Xu et al., SOSP 2009, as loglizer implements it) with Spark MLlib's PCA.
+"""PCA baseline (Xu et al., SOSP 2009, as loglizer implements it).
 
 Features: per session the count of every event of the training vocabulary (events the training
 sessions never hold are dropped, as loglizer does without its OOV column), weighted by tf-idf
-(idf = ln(N / df) over the training sessions) and centred on the training mean. PCA (Spark MLlib,
-``pyspark.ml.feature.PCA``) keeps the components that explain ``variance`` (95 %) of the
-variance; a session's score is its squared prediction error (SPE): the squared norm of its
+(idf = ln(N / df) over the training sessions) and centred on the training mean. PCA of their
+covariance over every training session keeps the components that explain ``variance`` (95 %) of
+the variance; a session's score is its squared prediction error (SPE): the squared norm of its
 residual outside that subspace. loglizer's threshold is the Q-statistic (Jackson and Mudholkar)
 at alpha = 0.001 (``c_alpha`` 3.2905); the product also chooses one on the val split.
 
-Fitting uses the train-split normal sessions (DeepLog's assumption about training logs); scoring
+Fitting uses the train-split normal sessions (DeepLog's assumption about training logs): one Spark
+aggregation of exact integer sums over their distinct count vectors, then an SVD of the d x d
+covariance on the driver (:func:`fit`; MLlib's ``PCA`` needed one row per session). Scoring
 is Spark SQL on distinct count vectors (explode, a join with the small loadings table, aggregates).
 """
 
@@ -60,41 +62,45 @@ def q_statistic(eigenvalues: list[float], k: int, c_alpha: float = C_ALPHA) -> f
 
 def fit(spark: SparkSession, sequences: DataFrame, variance: float = 0.95) -> PcaModel:
     """Fit on ``sequences(counts, sessions)``: the distinct count vectors of the training sessions
-    with how many sessions each stands for (every session is one sample of the PCA)."""
-    from pyspark.ml.feature import PCA
-    from pyspark.ml.functions import array_to_vector
+    with how many sessions each stands for (every session is one sample of the PCA).
 
+    One Spark aggregation over the pairs of events each distinct vector holds gives exact integer
+    sums (sessions holding each event, and the session-weighted sums of ``count_i`` and
+    ``count_i * count_j``); the driver turns them into the d x d covariance of the tf-idf weighted
+    counts (d: the training vocabulary) and decomposes it with numpy (SVD of the symmetric
+    covariance, as MLlib's ``PCA`` does). Nothing is expanded to one row per session, and the sums
+    do not depend on the order Spark adds them in, so the model is the same on any partitioning.
+    """
     total = sequences.agg(F.sum("sessions")).first()[0] or 0
     if total < 2:
         raise ValueError("PCA needs at least two training sessions")
-    exploded = sequences.select("sessions", F.explode("counts").alias("c"))
-    df_rows = exploded.groupBy(F.col("c.event").alias("event")).agg(F.sum("sessions").alias("df")).collect()
-    events = sorted(r["event"] for r in df_rows)  # the vocabulary: bounded by the templates
+    w = F.col("sessions").cast("long")
+    pairs = (sequences.select(w.alias("w"), F.explode("counts").alias("a"), "counts")
+             .select("w", "a", F.explode("counts").alias("b"))
+             .groupBy(F.col("a.event").alias("i"), F.col("b.event").alias("j"))
+             .agg(F.sum(F.col("w") * F.col("a.count") * F.col("b.count")).alias("sxx"),
+                  F.sum("w").alias("sessions"), F.sum(F.col("w") * F.col("a.count")).alias("sx"))
+             .collect())  # at most d^2 rows, only the pairs that share a session
+    events = sorted({r["i"] for r in pairs})  # the vocabulary: bounded by the templates
     if len(events) < 2:
         raise ValueError("PCA needs at least two distinct events in the training sessions")
-    idf = {r["event"]: math.log(total / (r["df"] + 1e-8)) for r in df_rows}
-    m = F.map_from_entries(F.col("counts"))
-    dense = F.array(*[F.coalesce(F.element_at(m, F.lit(e)), F.lit(0)).cast("double") * F.lit(idf[e]) for e in events])
-    weighted = sequences.select(dense.alias("x"), "sessions")
-    mean = weighted.select(F.posexplode("x").alias("i", "v"), "sessions").groupBy("i").agg(
-        (F.sum(F.col("v") * F.col("sessions")) / F.lit(float(total))).alias("m")).collect()
-    mu = [0.0] * len(events)
-    for r in mean:
-        mu[r["i"]] = float(r["m"])
-    centred = weighted.select(F.transform("x", lambda v, i: v - F.element_at(F.array(*[F.lit(x) for x in mu]), i + 1))
-                              .alias("x"), "sessions")
-    samples = centred.select(F.explode(F.array_repeat(F.col("x"), F.col("sessions").cast("int"))).alias("x"))
-    fitted = PCA(k=len(events), inputCol="v", outputCol="p").fit(samples.select(array_to_vector("x").alias("v")))
-    # MLlib reports each eigenvalue as a share of the total variance (the trace of the covariance)
-    trace = centred.select(F.aggregate("x", F.lit(0.0), lambda acc, v: acc + v * v).alias("s"), "sessions") \
-        .agg(F.sum(F.col("s") * F.col("sessions"))).first()[0] / (total - 1)
-    eig = [float(v) * trace for v in fitted.explainedVariance.toArray()]
-    if not (math.isfinite(trace) and trace > 0 and all(math.isfinite(v) for v in eig)):
-        eig = [0.0] * len(events)  # every training session alike: no variance to explain
-    k = next((i + 1 for i in range(len(eig)) if sum(eig[:i + 1]) >= variance * sum(eig) - 1e-12), 1)
-    pc = fitted.pc.toArray()  # [event, component]
-    return PcaModel(events=events, idf=[idf[e] for e in events], mean=mu,
-                    components=[[float(v) for v in pc[i, :k]] for i in range(len(events))],
+    at = {e: n for n, e in enumerate(events)}
+    d = len(events)
+    gram, df, first = np.zeros((d, d)), np.zeros(d), np.zeros(d)
+    for r in pairs:
+        gram[at[r["i"]], at[r["j"]]] = float(r["sxx"])
+        if r["i"] == r["j"]:
+            df[at[r["i"]]], first[at[r["i"]]] = float(r["sessions"]), float(r["sx"])
+    idf = np.log(total / (df + 1e-8))
+    mu = first * idf / total
+    cov = (gram * np.outer(idf, idf) - total * np.outer(mu, mu)) / (total - 1)
+    u, sv, _ = np.linalg.svd((cov + cov.T) / 2, hermitian=True)  # singular values, descending
+    eig = [float(v) for v in sv]
+    if not (np.trace(cov) > 0 and all(math.isfinite(v) for v in eig)):
+        eig = [0.0] * d  # every training session alike: no variance to explain
+    k = next((i + 1 for i in range(d) if sum(eig[:i + 1]) >= variance * sum(eig) - 1e-12), 1)
+    return PcaModel(events=events, idf=[float(v) for v in idf], mean=[float(v) for v in mu],
+                    components=[[float(v) for v in u[i, :k]] for i in range(d)],
                     eigenvalues=eig, q_threshold=q_statistic(eig, k))
 
 

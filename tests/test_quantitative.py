@@ -129,5 +129,15 @@ def test_pca_matches_loglizers_numpy_computation(spark):
     for s in test:
         w = np.array([collections.Counter(s)[e] for e in events], float) * idf - mu
         assert got[tuple(s)] == pytest.approx(float(w @ proj @ proj @ w), rel=1e-6, abs=1e-9)
-    # the eigenvalues differ only by MLlib's n-1 (loglizer divides by n)
+    # the eigenvalues differ only by the n-1 of a sample covariance (loglizer divides by n)
     assert model.q_threshold == pytest.approx(pca.q_statistic(list(sigma * len(train) / (len(train) - 1)), k), rel=1e-6)
+
+
+def test_pca_fit_is_the_same_on_any_partitioning(spark):
+    """The model comes from exact integer sums: no float addition order, no session expanded to a row."""
+    seqs = (_df(spark, NORMAL + [[7, 7, 8]] * 5).groupBy("events").agg(F.count(F.lit(1)).alias("sessions"))
+            .select(Q.count_vector(F.col("events")).alias("counts"), "sessions"))
+    one, many = pca.fit(spark, seqs.coalesce(1)), pca.fit(spark, seqs.repartition(7))
+    assert one == many
+    assert one.events == [3, 5, 7, 8, 9, 11, 20, 22, 26] and 1 <= one.k < len(one.events)
+    assert one.eigenvalues == sorted(one.eigenvalues, reverse=True) and one.q_threshold > 0

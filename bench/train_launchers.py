@@ -87,5 +87,6 @@ def markdown(out: dict) -> str:
         lines.append(f"| {launcher} | {statistics.median(every):.2f} | {min(every):.2f} | {max(every):.2f} |")
     return "\n".join(lines) + "\n"
 
+
 if __name__ == "__main__":
     main()

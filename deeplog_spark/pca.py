@@ -60,7 +60,7 @@ def q_statistic(eigenvalues: list[float], k: int, c_alpha: float = C_ALPHA) -> f
                      + phi[1] * h0 * (h0 - 1) / phi[0] ** 2) ** (1.0 / h0)
 
 
-def fit(spark: SparkSession, sequences: DataFrame, variance: float = 0.95) -> PcaModel:
+def fit(sequences: DataFrame, variance: float = 0.95) -> PcaModel:
     """Fit on ``sequences(counts, sessions)``: the distinct count vectors of the training sessions
     with how many sessions each stands for (every session is one sample of the PCA).
 

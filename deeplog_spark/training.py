@@ -263,7 +263,7 @@ def fit_quantitative(spark: SparkSession, cfg: Config, traces: DataFrame, run_id
                       cfg.table(schemas.COUNT_PATTERNS), f"run_id = '{run_id}'", partition_by=["run_id"])
         model = Q.fit_model(patterns)
         write_json(out_dir / "count_model.json", model.to_json())
-        pca_model = pca.fit(spark, patterns)
+        pca_model = pca.fit(patterns)
         write_json(out_dir / "pca_model.json", pca_model.to_json())
         n_patterns = patterns.count()
     finally:

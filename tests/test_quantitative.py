@@ -113,7 +113,7 @@ def test_pca_matches_loglizers_numpy_computation(spark):
     test = train[:5] + [[1, 2, 3], [9, 9, 1], [4] * 9 + [5] * 7]
     seqs = (_df(spark, train).groupBy("events").agg(F.count(F.lit(1)).alias("sessions"))
             .select(Q.count_vector(F.col("events")).alias("counts"), "sessions"))
-    model = pca.fit(spark, seqs)
+    model = pca.fit(seqs)
     x = _df(spark, test).select("events", Q.count_vector(F.col("events")).alias("counts"))
     got = {tuple(r.events): r.pca_spe for r in pca.spe(spark, x, model).collect()}
 
@@ -137,7 +137,7 @@ def test_pca_fit_is_the_same_on_any_partitioning(spark):
     """The model comes from exact integer sums: no float addition order, no session expanded to a row."""
     seqs = (_df(spark, NORMAL + [[7, 7, 8]] * 5).groupBy("events").agg(F.count(F.lit(1)).alias("sessions"))
             .select(Q.count_vector(F.col("events")).alias("counts"), "sessions"))
-    one, many = pca.fit(spark, seqs.coalesce(1)), pca.fit(spark, seqs.repartition(7))
+    one, many = pca.fit(seqs.coalesce(1)), pca.fit(seqs.repartition(7))
     assert one == many
     assert one.events == [3, 5, 7, 8, 9, 11, 20, 22, 26] and 1 <= one.k < len(one.events)
     assert one.eigenvalues == sorted(one.eigenvalues, reverse=True) and one.q_threshold > 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import tempfile
 from pathlib import Path
@@ -25,3 +26,22 @@ def bench_setup(app: str):
                                  **parse_overrides(args)})
     RESULTS.mkdir(exist_ok=True)
     return name, cfg, build_spark(app, cfg)
+
+
+def write_results(stem: str, out: dict, markdown: str) -> None:
+    """``bench/results/<stem>.json`` (``out``) and ``<stem>.md`` (``markdown``), the table printed too."""
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{stem}.json").write_text(json.dumps(out, indent=2) + "\n")
+    (RESULTS / f"{stem}.md").write_text(markdown)
+    print(markdown)
+
+
+def tables_bench_args(script: str) -> tuple[str, str, int, Path]:
+    """(name, tables root, repeats, a new scratch directory) of a benchmark over a kept pipeline's
+    tables: ``--tables_root DIR [--name NAME] [--repeats N]`` (2 rounds by default)."""
+    args, name = pop_option(sys.argv[1:], "name", "bench")
+    args, tables = pop_option(args, "tables_root", "")
+    args, repeats = pop_option(args, "repeats", "2")
+    if not tables or args:
+        raise SystemExit(f"usage: {script} --tables_root DIR [--name NAME] [--repeats N]")
+    return name, str(Path(tables).resolve()), int(repeats), Path(tempfile.mkdtemp(prefix=script.removesuffix(".py") + "_"))

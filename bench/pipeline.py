@@ -423,10 +423,14 @@ def markdown(out: dict) -> str:
         q = out.get("quantitative") or {}
         cal = out.get("calibration") or {}
         launch = next((s.get("launch_seconds") for s in out["models"].values() if s.get("launch_seconds") is not None), None)
-        lines += ["", "Seconds per model: its rows prepared in Spark and its training in the trainer process. "
+        together = any(s.get("side_by_side") for s in out["models"].values())
+        lines += ["", "Seconds per model: its rows prepared in Spark and its training in the trainer process"
+                  + (" (the two trained side by side, the value model in a process of its own: their seconds "
+                     "overlap)" if together else "") + ". "
                   + ("" if launch is None else f"Both models share one TorchDistributor launch: {launch:.1f} s "
                      "besides their training (Petastorm's Parquet cache, the processes' start). ")
-                  + f"Settings: {json.dumps(out['overrides'])}. Count and PCA models: {q.get('seconds', 0):.1f} s; "
+                  + f"Settings: {json.dumps(out['overrides'])}. Count and PCA models: {q.get('seconds', 0):.1f} s"
+                  + (" (fitted while the key model trained)" if together else "") + "; "
                   f"calibration on val: {cal.get('seconds', 0):.1f} s, fused rule "
                   f"{' OR '.join(sorted((cal.get('fused') or {}).get('members', {})))}."]
     if "metrics" in out:

@@ -22,13 +22,10 @@ import json
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from deeplog_spark.config import pop_option
-
-from _common import RESULTS
+from _common import tables_bench_args, write_results
 
 REPO = Path(__file__).resolve().parent.parent
 LAUNCHERS = ("local", "torchrun", "spark")
@@ -45,15 +42,9 @@ def command(launcher: str, tables: str, artifacts: str) -> list[str]:
 
 
 def main() -> None:
-    args, name = pop_option(sys.argv[1:], "name", "bench")
-    args, tables = pop_option(args, "tables_root", "")
-    args, repeats = pop_option(args, "repeats", "2")
-    if not tables or args:
-        raise SystemExit("usage: train_launchers.py --tables_root DIR [--name NAME] [--repeats N]")
-    tables = str(Path(tables).resolve())
-    scratch = Path(tempfile.mkdtemp(prefix="train_launchers_"))
+    name, tables, repeats, scratch = tables_bench_args("train_launchers.py")
     runs: list[dict] = []
-    for r in range(int(repeats)):
+    for r in range(repeats):
         for launcher in LAUNCHERS:
             artifacts = scratch / f"{launcher}_{r}"
             t0 = time.perf_counter()
@@ -68,9 +59,7 @@ def main() -> None:
                          "process_seconds": round(time.perf_counter() - t0, 1)})
             print(json.dumps(runs[-1]), flush=True)
     out = {"name": name, "command": "bench/train_launchers.py " + " ".join(sys.argv[1:]), "runs": runs}
-    (RESULTS / f"train_launchers_{name}.json").write_text(json.dumps(out, indent=2) + "\n")
-    (RESULTS / f"train_launchers_{name}.md").write_text(markdown(out))
-    print(markdown(out))
+    write_results(f"train_launchers_{name}", out, markdown(out))
 
 
 def markdown(out: dict) -> str:

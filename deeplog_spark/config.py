@@ -124,6 +124,7 @@ class Config:
     max_val_rows: int = _field("train", "at most this many validation rows per model, a hashed sample (0 = all)")
     num_processes: int = _field("train", "TorchDistributor processes (ranks)")
     local_mode: bool = _field("train", "TorchDistributor local_mode (ranks on the driver)")
+    side_by_side: bool = _field("train", "one CPU rank: train the key and value models at the same time, each on half of the cores")
     use_gpu: bool = _field("train", "train on GPUs (nccl) instead of CPU (gloo)")
     train_precision: str = _field("train", "training forward passes: auto (bf16 where the CPU or GPU computes it natively), bf16 or fp32")
     loader_workers: int = _field("train", "Petastorm reader threads per rank")

@@ -16,7 +16,9 @@ from __future__ import annotations
 import logging
 import math
 import os
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
@@ -78,40 +80,97 @@ def _sources(job, train_converter, val_converter, rank: int, world: int):
     return train, val
 
 
-def petastorm_train_fn(jobs, converters) -> list | None:
-    """The function TorchDistributor runs on each rank: trains ``jobs`` one after the other (one
-    launch for the key and the value model), each on its (train, val) converters; returns rank 0's
-    results."""
-    import time
+def _fit_job(job, train_converter, val_converter, rank: int, world: int, device) -> dict:
+    """Train one job on this rank from its converters; rank 0 also leaves the result at
+    ``job.result_path``. In local mode TorchDistributor lets every rank write the returned value to
+    one file, so another rank's None can win: the driver reads these files instead."""
+    import torch
 
+    from deeplog_spark.nn.trainer import run_task
+
+    t0 = time.perf_counter()
+    train, val = _sources(job, train_converter, val_converter, rank, world)
+    try:
+        result = run_task(job, train, val, device)
+    finally:
+        train.close()
+        if val is not None:
+            val.close()
+    result["fit_seconds"] = round(time.perf_counter() - t0, 2)
+    if rank == 0:
+        tmp = job.result_path + ".tmp"
+        torch.save(result, tmp)
+        os.replace(tmp, job.result_path)
+    return result
+
+
+def _side_process_main(job, train_converter, val_converter, threads: int) -> None:
+    """Entry of the process that trains a job beside the rank's own (see :func:`petastorm_train_fn`)."""
     import torch
 
     from deeplog_spark.logs import setup_logging
-    from deeplog_spark.nn.trainer import init_distributed, run_task, shutdown_distributed
+
+    setup_logging()
+    torch.set_num_threads(threads)
+    _fit_job(job, train_converter, val_converter, 0, 1, torch.device("cpu"))
+
+
+def side_by_side(jobs: int, world: int, gpu: bool, enabled: bool = True) -> bool:
+    """Whether the ``jobs`` of a launch (two: key and value) train at the same time (``enabled``,
+    config ``side_by_side``): one rank (``world``) on a CPU (not ``gpu``) of two or more cores.
+
+    Measured on 2 cores (README "Training"): the key model trains as fast on one thread as on two,
+    so the value model's training on the other core costs the key model nothing.
+    """
+    return enabled and jobs == 2 and world == 1 and not gpu and (os.cpu_count() or 1) >= 2
+
+
+def petastorm_train_fn(jobs, converters, together: bool = True) -> list | None:
+    """The function TorchDistributor runs on each rank: trains ``jobs`` (the key and the value
+    model, one launch), each on its (train, val) converters; returns rank 0's results.
+
+    ``together`` (config ``side_by_side``, local mode) with one rank on CPU: the second job trains
+    in a process of its own, started with ``spawn``, at the same time as the first, each on half of
+    the cores. A process rather than a thread: each model keeps its own torch random generator (the
+    key model's dropout draws from the global one), so the weights are those of training one after
+    the other (``tests/test_training.py``). Otherwise the jobs train one after the other.
+    """
+    import multiprocessing
+
+    from deeplog_spark.logs import setup_logging
+    from deeplog_spark.nn.trainer import init_distributed, shutdown_distributed
 
     setup_logging()
     rank, world, device = init_distributed(jobs[0].use_gpu)
-    results = []
+    t0 = time.perf_counter()
+    parallel = side_by_side(len(jobs), world, device.type != "cpu", together)
     try:
-        for job, (train_converter, val_converter) in zip(jobs, converters):
-            t0 = time.perf_counter()
-            train, val = _sources(job, train_converter, val_converter, rank, world)
+        if parallel:
+            import torch
+
+            cores = os.cpu_count() or 2
+            side = multiprocessing.get_context("spawn").Process(
+                target=_side_process_main, args=(jobs[1], *converters[1], cores - cores // 2))
+            side.start()
             try:
-                result = run_task(job, train, val, device)
+                torch.set_num_threads(cores // 2)
+                first = _fit_job(jobs[0], *converters[0], rank, world, device)
+            except BaseException:
+                side.terminate()
+                raise
             finally:
-                train.close()
-                if val is not None:
-                    val.close()
-            result["fit_seconds"] = round(time.perf_counter() - t0, 2)
-            results.append(result)
-            if rank == 0:
-                # In local mode TorchDistributor lets every rank write the returned value to one file,
-                # so another rank's None can win; rank 0 also leaves each result where the driver reads it.
-                tmp = job.result_path + ".tmp"
-                torch.save(result, tmp)
-                os.replace(tmp, job.result_path)
+                side.join()
+            if side.exitcode != 0:
+                raise RuntimeError(f"the {jobs[1].task} model's training process exited {side.exitcode} "
+                                   "(its log is above)")
+            second = torch.load(jobs[1].result_path, map_location="cpu", weights_only=True)
+            results = [first, second]
+        else:
+            results = [_fit_job(job, *conv, rank, world, device) for job, conv in zip(jobs, converters)]
     finally:
         shutdown_distributed()
+    for r in results:
+        r["train_wall_seconds"], r["side_by_side"] = round(time.perf_counter() - t0, 2), parallel
     return results if rank == 0 else None
 
 
@@ -148,7 +207,9 @@ def distribute(spark: SparkSession, cfg: Config, jobs: list, data: list[tuple[Da
                      cfg.local_mode, cfg.use_gpu)
         distributor = TorchDistributor(num_processes=cfg.num_processes, local_mode=cfg.local_mode,
                                        use_gpu=cfg.use_gpu)
-        results = distributor.run(petastorm_train_fn, jobs, converters)
+        # side by side only with the ranks on the driver: an executor's task may hold fewer cores
+        # than its machine has
+        results = distributor.run(petastorm_train_fn, jobs, converters, cfg.side_by_side and cfg.local_mode)
     finally:
         for train_conv, val_conv in converters:
             train_conv.delete()
@@ -226,7 +287,11 @@ def train_lstms(spark: SparkSession, cfg: Config, tasks: list[str], traces: Data
         prep[task] = time.perf_counter() - t1
     t2 = time.perf_counter()
     results = distribute(spark, cfg, jobs, data)
-    launch = time.perf_counter() - t2 - sum(r["fit_seconds"] for r in results)
+    # the training's wall time: the jobs side by side, or one after the other (results read back
+    # from the files rank 0 left carry only their own fit)
+    wall = max((r["train_wall_seconds"] for r in results if "train_wall_seconds" in r),
+               default=sum(r["fit_seconds"] for r in results))
+    launch = time.perf_counter() - t2 - wall
     summaries = {}
     for job, result, job_extra in zip(jobs, results, extras):
         summary = save_model(out_dir, job.task, job.model_config, result, job_extra, cfg.top_g)
@@ -244,8 +309,10 @@ def train_lstms(spark: SparkSession, cfg: Config, tasks: list[str], traces: Data
         Path(job.resume_path).unlink(missing_ok=True)  # finished: a re-run trains afresh
         summary["seconds"] = round(prep[job.task] + result["fit_seconds"], 2)
         summary["launch_seconds"] = round(launch, 2)
+        summary["side_by_side"] = bool(result.get("side_by_side"))
         summaries[job.task] = summary
-    log.info("trained %s in %.1f s (one launch: %.1f s besides the training)", " and ".join(tasks),
+    log.info("trained %s%s in %.1f s (one launch: %.1f s besides the training)", " and ".join(tasks),
+             " side by side" if any(s["side_by_side"] for s in summaries.values()) else "",
              time.perf_counter() - t0, launch)
     return summaries
 
@@ -354,6 +421,38 @@ def calibrate(spark: SparkSession, cfg: Config, run_id: str) -> dict:
     return result
 
 
+def _train_with_quantitative(spark: SparkSession, cfg: Config, tasks: list[str], traces: DataFrame, vocab_size: int,
+                             out_dir: Path, run_id: str, version: int) -> tuple[dict, dict]:
+    """(the LSTMs' summaries, the count and PCA models' summary).
+
+    Side by side (:func:`side_by_side`, local mode) the value model finishes well before the key
+    model, which trains on one core: the count and PCA models (a few small Spark jobs that need no
+    LSTM) are fitted in a driver thread as soon as the value model's process leaves its result,
+    on the core it freed. Otherwise they are fitted after the training. Only when they run depends
+    on that file, never what they compute.
+    """
+    value_result = train_job(cfg, "value", vocab_size, out_dir).result_path
+    early = side_by_side(len(tasks), cfg.num_processes, cfg.use_gpu, cfg.side_by_side and cfg.local_mode)
+    trained, failed = threading.Event(), threading.Event()
+
+    def fit_when_a_core_is_free() -> dict | None:
+        while early and not trained.is_set() and not os.path.isfile(value_result):
+            trained.wait(0.5)
+        trained.wait(0 if early else None)
+        return None if failed.is_set() else fit_quantitative(spark, cfg, traces, run_id, out_dir)
+
+    with ThreadPoolExecutor(1, thread_name_prefix="count-pca") as pool:
+        quantitative = pool.submit(fit_when_a_core_is_free)
+        try:
+            lstms = train_lstms(spark, cfg, tasks, traces, vocab_size, out_dir, run_id, version)
+        except BaseException:
+            failed.set()
+            raise
+        finally:
+            trained.set()
+        return lstms, quantitative.result()
+
+
 def run_train(spark: SparkSession, cfg: Config, task: str = "both") -> dict:
     """Train the requested LSTM(s), the count and PCA models, and calibrate on val; returns the run summary."""
     with stage("train") as st:
@@ -372,8 +471,8 @@ def run_train(spark: SparkSession, cfg: Config, task: str = "both") -> dict:
             miner = read_table(spark, cfg.table(schemas.MINER_STATE)).first()
             (out_dir / "miner_state.json").write_text(miner["state"])
             summary["miner_templates"] = miner["templates"]
-        summary["tasks"] = train_lstms(spark, cfg, tasks, traces, vocab_size, out_dir, run_id, version)
-        summary["quantitative"] = fit_quantitative(spark, cfg, traces, run_id, out_dir)
+        summary["tasks"], summary["quantitative"] = _train_with_quantitative(spark, cfg, tasks, traces, vocab_size,
+                                                                            out_dir, run_id, version)
         if (out_dir / "key_model.pt").is_file():
             cal = calibrate(spark, cfg, run_id)
             summary["calibration"] = {"fused": cal["fused"], "val_anomalies": cal["val_anomalies"],

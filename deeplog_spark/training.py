@@ -4,7 +4,8 @@ One train function (:func:`petastorm_train_fn`) runs on every rank, in one Torch
 for both LSTMs: for each model it reads the Petastorm cache (into memory when it is small, else
 this rank's shard streamed), wraps the model in DistributedDataParallel (gloo on CPU, nccl on GPU)
 and calls the Spark-free :func:`deeplog_spark.nn.trainer.run_task`. The driver saves what rank 0
-returns.
+returns. With one rank on CPU the two models train side by side, the value model in a process of
+its own (:func:`petastorm_train_fn`).
 
 Every training task also fits the quantitative (count) model and the PCA baseline (Spark jobs of a
 few seconds) and ends with the calibration: every detector scores the val split, and the
@@ -119,8 +120,9 @@ def side_by_side(jobs: int, world: int, gpu: bool, enabled: bool = True) -> bool
     """Whether the ``jobs`` of a launch (two: key and value) train at the same time (``enabled``,
     config ``side_by_side``): one rank (``world``) on a CPU (not ``gpu``) of two or more cores.
 
-    Measured on 2 cores (README "Training"): the key model trains as fast on one thread as on two,
-    so the value model's training on the other core costs the key model nothing.
+    Measured on 2 cores (README "Training"): the key model trains about as fast on one thread as on
+    two, so the value model's training on the other core costs the key model little and saves the
+    value model's whole training time.
     """
     return enabled and jobs == 2 and world == 1 and not gpu and (os.cpu_count() or 1) >= 2
 

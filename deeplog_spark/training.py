@@ -438,9 +438,11 @@ def _train_with_quantitative(spark: SparkSession, cfg: Config, tasks: list[str],
     trained, failed = threading.Event(), threading.Event()
 
     def fit_when_a_core_is_free() -> dict | None:
-        while early and not trained.is_set() and not os.path.isfile(value_result):
-            trained.wait(0.5)
-        trained.wait(0 if early else None)
+        if early:  # the value model's process leaves its result when it is done
+            while not trained.is_set() and not os.path.isfile(value_result):
+                trained.wait(0.5)
+        else:
+            trained.wait()
         return None if failed.is_set() else fit_quantitative(spark, cfg, traces, run_id, out_dir)
 
     with ThreadPoolExecutor(1, thread_name_prefix="count-pca") as pool:

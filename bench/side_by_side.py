@@ -13,6 +13,7 @@ Writes ``bench/results/side_by_side_<name>.{json,md}``.
 from __future__ import annotations
 
 import json
+import os
 import re
 import statistics
 import subprocess
@@ -25,11 +26,14 @@ from _common import tables_bench_args, write_results
 REPO = Path(__file__).resolve().parent.parent
 
 
-def one_run(tables: str, artifacts: Path, together: bool) -> dict:
-    cmd = [str(REPO / "spark-submit.sh"), "--task", "both", "--tables_root", tables, "--artifacts_root", str(artifacts),
-           "--side_by_side", str(together).lower(), "--mlflow", "false"]
+def one_run(tables: str, artifacts: Path, options: list[str], repo: Path = REPO) -> dict:
+    """The train stage (``--task both``, MLflow off) of ``repo``'s checkout, run with its own library
+    (PYTHONPATH), on ``tables``, with ``options``; what its log and its run's files say."""
+    cmd = [str(repo / "spark-submit.sh"), "--task", "both", "--tables_root", tables, "--artifacts_root", str(artifacts),
+           "--mlflow", "false", *options]
     t0 = time.perf_counter()
-    done = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=repo,
+                          env={**os.environ, "PYTHON": sys.executable, "PYTHONPATH": str(repo)})
     if done.returncode:
         raise SystemExit(f"{' '.join(cmd)} exited {done.returncode}:\n{done.stderr[-3000:]}")
     log = done.stdout + done.stderr
@@ -40,9 +44,12 @@ def one_run(tables: str, artifacts: Path, together: bool) -> dict:
     digests = {t: h["rank_digests"][0] for t, h in history.items()}
     epoch_s = {t: round(statistics.median(e["train_seconds"] for e in h["history"]), 2) for t, h in history.items()}
     summary = json.loads((run / "run.json").read_text())["tasks"]
-    return {"side_by_side": together, "train_stage_s": stage, "lstms_s": float(lstms.group(1)),
+    return {"train_stage_s": stage, "lstms_s": float(lstms.group(1)),
             "launch_s": float(lstms.group(2)), "side_by_side_taken": all(s.get("side_by_side") for s in summary.values()),
-            "key_epoch_s": epoch_s["key"], "value_epoch_s": epoch_s["value"], "digests": digests, "process_s": round(time.perf_counter() - t0, 1)}
+            "key_s": summary["key"]["seconds"], "value_s": summary["value"]["seconds"],
+            "key_val_loss": round(history["key"]["best_loss"], 5), "value_val_loss": round(history["value"]["best_loss"], 5),
+            "key_epoch_s": epoch_s["key"], "value_epoch_s": epoch_s["value"], "digests": digests,
+            "process_s": round(time.perf_counter() - t0, 1)}
 
 
 def main() -> None:
@@ -50,7 +57,8 @@ def main() -> None:
     runs = []
     for r in range(repeats):
         for together in (False, True):
-            runs.append({"round": r + 1, **one_run(tables, scratch / f"{together}_{r}", together)})
+            runs.append({"round": r + 1, "side_by_side": together,
+                         **one_run(tables, scratch / f"{together}_{r}", ["--side_by_side", str(together).lower()])})
             print(json.dumps(runs[-1]), flush=True)
     if len({json.dumps(x["digests"], sort_keys=True) for x in runs}) != 1:
         raise SystemExit(f"the weights differ between runs: {[x['digests'] for x in runs]}")

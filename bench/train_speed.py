@@ -45,7 +45,7 @@ from deeplog_spark.config import Config, parse_overrides, pop_option
 from deeplog_spark.nn.local import key_rows, read_delta
 from deeplog_spark.nn.model import KeyLSTM, KeyModelConfig
 from deeplog_spark.nn.sources import ArraySource, CountSampledSource, key_columns
-from deeplog_spark.nn.trainer import _batch_loss, autocast_context, autocast_dtype, evaluate, seed_everything
+from deeplog_spark.nn.trainer import _batch_loss, adam, autocast_context, autocast_dtype, evaluate, seed_everything
 from deeplog_spark.train_job import markers
 
 from _common import RESULTS
@@ -57,6 +57,11 @@ CANDIDATES = {
     "b512_lr1e-2_2000_p0.5": (512, 1e-2, 2000, 0.5),
     "b512_lr1e-2_2500_p0.5": (512, 1e-2, 2500, 0.5),  # conf/deeplog.toml: 10 epochs of 250 steps
     "b512_lr1e-2_2000_p0.6": (512, 1e-2, 2000, 0.6),
+    # fewer steps at a higher peak rate (bench/results/train_speed_575k_sweep.md)
+    "b512_lr2e-2_2000_p0.5": (512, 2e-2, 2000, 0.5),
+    "b512_lr2e-2_1500_p0.5": (512, 2e-2, 1500, 0.5),
+    "b512_lr3e-2_2000_p0.5": (512, 3e-2, 2000, 0.5),
+    "b1024_lr2e-2_1250_p0.5": (1024, 2e-2, 1250, 0.5),
 }
 
 #: name -> (optimizer, peak lr, steps): full-batch training over every distinct window.
@@ -80,7 +85,7 @@ def run_candidate(cfg, vocab, train_cols, val, batch, lr, steps, power, eval_ste
     seed_everything(cfg.seed)
     amp = autocast_dtype(precision, torch.device("cpu"))
     model = _model(cfg, vocab)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    opt = adam(model.parameters(), lr, torch.device("cpu"))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
     src = CountSampledSource(train_cols, steps, batch_size=batch, seed=cfg.seed, power=power)
     curve, t_train, step = [], 0.0, 0
@@ -133,7 +138,7 @@ def run_full_batch(cfg, vocab, train_cols, val, method: str, lr: float, steps: i
             done += opt.param_groups[0]["max_iter"]
             curve.append({"step": done, "seconds": round(t_train, 2), "val_loss": _val(model, val)})
     else:
-        opt = torch.optim.Adam(model.parameters(), lr=lr)
+        opt = adam(model.parameters(), lr, torch.device("cpu"))
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
         for done in range(1, steps + 1):
             t0 = time.perf_counter()
@@ -153,7 +158,7 @@ def run_spec(cfg, vocab, train_cols, val, epochs: int) -> dict:
     """Every window once per epoch (rows repeated by their counts), batch 128, constant lr 1e-3."""
     seed_everything(cfg.seed)
     model = _model(cfg, vocab)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    opt = adam(model.parameters(), 1e-3, torch.device("cpu"))
     reps = train_cols["weight"].astype(np.int64)
     cols = {"window": np.repeat(train_cols["window"], reps, axis=0), "target": np.repeat(train_cols["target"], reps)}
     src = ArraySource(key_columns(cols["window"], cols["target"]), batch_size=128, seed=cfg.seed)

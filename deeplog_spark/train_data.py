@@ -17,7 +17,7 @@ import dataclasses
 import logging
 import math
 
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from deeplog_spark.windows import window_rows
@@ -39,24 +39,25 @@ def normal_sessions(traces: DataFrame, split: str) -> DataFrame:
     return traces.where((F.col("split") == split) & (F.coalesce(F.col("label"), F.lit(0)) == 0))
 
 
-def _hash_unit(seed: int, *cols: Column) -> Column:
-    return F.pmod(F.xxhash64(F.lit(seed), *cols), F.lit(2**31)) / F.lit(float(2**31))
+def hashed_sample(df: DataFrame, cap: int, seed: int, *keys: str) -> DataFrame:
+    """At most ``cap`` rows of ``df`` (all of them when ``cap`` is 0 or not below their number): those
+    with the smallest hash of ``keys`` (a row's identity; ties broken by the keys themselves), so a
+    uniform sample, the same on any partitioning. Lazy: no count first, one top-``cap`` pass
+    when the rows are read."""
+    if cap <= 0:
+        return df
+    return df.orderBy(F.xxhash64(F.lit(seed), *keys), *keys).limit(cap)
 
 
 def key_dataset(sessions: DataFrame, h: int, markers: tuple[int, int] | None, cap: int = 0, seed: int = 0) -> DataFrame:
     """``window array<int>, target int, weight float``: distinct (window, next event) rows of the
-    sessions' windows with their counts. ``cap`` > 0 keeps a hashed sample of about that many rows
-    (the same on any partitioning; weights kept, so the weighted loss stays unbiased)."""
+    sessions' windows with their counts. ``cap`` > 0 keeps at most that many rows, a
+    :func:`hashed_sample` (weights kept, so the weighted loss stays unbiased)."""
     seqs = sessions.groupBy("events").agg(F.count(F.lit(1)).alias("sessions"))
     rows = (window_rows(seqs, h, markers, keep=["sessions"])
             .groupBy("window", F.col("next_event").alias("target"))
             .agg(F.sum("sessions").cast("float").alias("weight")))
-    if cap > 0:
-        n = rows.count()
-        if n > cap:
-            rows = rows.where(_hash_unit(seed, F.col("window"), F.col("target")) < F.lit(cap / n))
-            log.info("key rows: a hashed sample of about %d of %d distinct rows (cap %d)", cap, n, cap)
-    return rows
+    return hashed_sample(rows, cap, seed, "window", "target")
 
 
 def has_intervals(traces: DataFrame) -> bool:
@@ -91,13 +92,8 @@ def value_chunks(sessions: DataFrame, stats: IntervalStats, vocab_size: int, chu
                  cap: int = 0, seed: int = 0) -> DataFrame:
     """``events array<int>[chunk], values array<float>[chunk], first int, length int``: sessions with
     intervals cut into chunks (zero-padded to ``chunk``); steps ``first`` .. ``length``-1 of a chunk
-    are its targets. ``cap`` > 0 keeps a hashed sample of about that many sessions."""
-    df = sessions.where(F.col("intervals").isNotNull() & (F.size("events") > 1))
-    if cap > 0:
-        n = df.count()
-        if n > cap:
-            df = df.where(_hash_unit(seed, F.col("block_id")) < F.lit(cap / n))
-            log.info("value rows: the sessions of a hashed sample of about %d of %d (cap %d)", cap, n, cap)
+    are its targets. ``cap`` > 0 keeps the chunks of at most that many sessions, a :func:`hashed_sample`."""
+    df = hashed_sample(sessions.where(F.col("intervals").isNotNull() & (F.size("events") > 1)), cap, seed, "block_id")
     m, s = F.lit(stats.mean), F.lit(stats.std)
     n = F.size("events")
     chunks = F.when(n <= chunk, F.lit(1)).otherwise(1 + F.ceil((n - chunk) / F.lit(chunk - context)).cast("int"))

@@ -57,3 +57,15 @@ def test_scaling_table_is_what_the_three_runs_give(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "argv", ["scaling.py", *names])
     scaling.main()
     assert (tmp_path / "pipeline_scaling.md").read_text() == (RESULTS / "pipeline_scaling.md").read_text()
+
+
+#: Benchmarks whose Markdown report is ``markdown(out)`` of the JSON they wrote: ``bench/<name>.py``
+#: writes ``results/<name>_<label>.{json,md}``.
+REPORTS = ("side_by_side", "train_revisions", "key_step")
+
+
+@pytest.mark.parametrize("result", sorted(p.name for b in REPORTS for p in RESULTS.glob(f"{b}_*.json")))
+def test_report_is_what_its_json_renders(result):
+    bench = next(b for b in REPORTS if result.startswith(f"{b}_"))
+    out = json.loads((RESULTS / result).read_text())
+    assert _load(bench).markdown(out) == (RESULTS / result).with_suffix(".md").read_text()

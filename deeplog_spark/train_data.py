@@ -14,15 +14,12 @@ DeepLog assumes of its training logs); validation uses the normal sessions of th
 from __future__ import annotations
 
 import dataclasses
-import logging
 import math
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from deeplog_spark.windows import window_rows
-
-log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)

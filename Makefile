@@ -59,7 +59,7 @@ generate: $(VENV)/.installed
 full-pipeline: $(VENV)/.installed
 	./spark-submit.sh --task full-pipeline $(ARGS)
 
-## bench: the full-size pipeline benchmark (not part of the tests; see README "Benchmarks"), e.g.
+## bench: the full-size pipeline benchmark (not part of the tests; see bench/results/README.md), e.g.
 ##   make bench ARGS="--blocks 575061 --name 575k"
 bench: $(VENV)/.installed
 	$(PY) bench/pipeline.py $(ARGS)

@@ -46,7 +46,7 @@ with zipfile.ZipFile(root / "build" / "deeplog_spark.zip", "w", zipfile.ZIP_DEFL
         zf.write(f, f.relative_to(root))
 PYEOF
 
-delta_pkg="$(cd "$here" && "$PY" -c 'from deeplog_spark.session import delta_package; print(delta_package())')"
+delta_pkg="$(cd "$here" && "$PY" -c 'from deeplog_spark.core.session import delta_package; print(delta_package())')"
 # the library runs from a zip under spark-submit, so point it at this checkout's config
 export DEEPLOG_CONFIG="${DEEPLOG_CONFIG:-$here/conf/deeplog.toml}"
 export PYSPARK_PYTHON="${PYSPARK_PYTHON:-$PY}"

@@ -7,7 +7,10 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
+    # the task table loads when the CLI runs
     from deeplog_spark import tasks
+
+    # the task table loads when the CLI runs
     from deeplog_spark.cli import run_job
 
     return run_job("deeplog", tasks.description(), tasks.run, argv=argv, options=tasks.OPTIONS)

@@ -15,11 +15,12 @@ from typing import Callable, Mapping, Sequence
 
 from pyspark.sql import SparkSession
 
-from deeplog_spark import config as config_mod
-from deeplog_spark.config import Config, ConfigError, parse_overrides, pop_option
-from deeplog_spark.errors import InputError
-from deeplog_spark.logs import setup_logging
-from deeplog_spark.session import build_spark
+from deeplog_spark.core import config as config_mod
+from deeplog_spark.core import logs
+from deeplog_spark.core.config import Config, ConfigError, parse_overrides, pop_option
+from deeplog_spark.core.errors import InputError
+from deeplog_spark.core.logs import setup_logging
+from deeplog_spark.core.session import build_spark
 
 log = logging.getLogger(__name__)
 
@@ -90,11 +91,9 @@ def run_job(prog: str, description: str, fn: Callable[[SparkSession, Config, dic
 
     Returns the exit code: 0; 2 for a usage or input error; 1 for any other failure. Either way one
     ``error:`` line on stderr says what failed and, when known, what to do; the traceback goes to
-    the debug log file (:mod:`deeplog_spark.logs`), never to the terminal. A session handed in (a
+    the debug log file (:mod:`deeplog_spark.core.logs`), never to the terminal. A session handed in (a
     notebook's, Spark Connect's) is left running.
     """
-    from deeplog_spark import logs
-
     setup_logging()
     try:
         cfg, values = parse_job_args(sys.argv[1:] if argv is None else argv, prog, description, options)
@@ -132,7 +131,7 @@ def check_storage(cfg: Config, master: str) -> None:
     Raises ConfigError naming the key unless ``shared_storage = true`` declares ``artifacts_root``
     a mount every node sees (NFS, Databricks' ``/dbfs/...``). ``local[...]`` and
     ``local-cluster[...]`` masters share the local disk. (``artifacts_root`` is always a path:
-    :mod:`deeplog_spark.config` refuses URLs, which Python's file APIs would write as local folders.)
+    :mod:`deeplog_spark.core.config` refuses URLs, which Python's file APIs would write as local folders.)
     """
     if cfg.local_mode or master.startswith("local") or cfg.shared_storage:
         return

@@ -14,7 +14,7 @@ from typing import Callable
 from pyspark.sql import SparkSession
 
 from deeplog_spark.cli import Option
-from deeplog_spark.config import Config, ConfigError
+from deeplog_spark.core.config import Config, ConfigError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,50 +27,58 @@ class Task:
 
 def _train(task: str):
     def run(spark, cfg, opts):
-        from deeplog_spark.training import run_train
+        # the stage loads when its task runs, so --help and flag checks stay fast
+        from deeplog_spark.train.runner import run_train
 
         return run_train(spark, cfg, task)
     return run
 
 
 def _calibrate(spark, cfg, opts):
-    from deeplog_spark.training import run_calibrate
+    # the stage loads when its task runs, so --help and flag checks stay fast
+    from deeplog_spark.detect.calibration import run_calibrate
 
     return run_calibrate(spark, cfg, opts.get("model") or None)
 
 
 def _ingest(spark, cfg, opts):
-    from deeplog_spark.pipeline import run_ingest
+    # the stage loads when its task runs, so --help and flag checks stay fast
+    from deeplog_spark.ingest.runner import run_ingest
 
     return run_ingest(spark, cfg)
 
 
 def _ingest_sequences(spark, cfg, opts):
-    from deeplog_spark.pipeline import run_ingest
+    # the stage loads when its task runs, so --help and flag checks stay fast
+    from deeplog_spark.ingest.runner import run_ingest
 
     return run_ingest(spark, cfg.replace(input="sequences"))
 
 
 def _ingest_raw(spark, cfg, opts):
-    from deeplog_spark.pipeline import run_ingest_raw
+    # the stage loads when its task runs, so --help and flag checks stay fast
+    from deeplog_spark.ingest.runner import run_ingest_raw
 
     return run_ingest_raw(spark, cfg)
 
 
 def _windows(spark, cfg, opts):
-    from deeplog_spark.pipeline import run_windows
+    # the stage loads when its task runs, so --help and flag checks stay fast
+    from deeplog_spark.features.runner import run_windows
 
     return run_windows(spark, cfg)
 
 
 def _detect(spark, cfg, opts):
-    from deeplog_spark.detection import run_detect
+    # the stage loads when its task runs, so --help and flag checks stay fast
+    from deeplog_spark.detect.verdicts import run_detect
 
     return run_detect(spark, cfg, opts.get("model") or None)
 
 
 def _eval(spark, cfg, opts):
-    from deeplog_spark.evaluation import run_evaluate, test_table
+    # the stage loads when its task runs, so --help and flag checks stay fast
+    from deeplog_spark.evaluate.metrics import run_evaluate, test_table
 
     summary = run_evaluate(spark, cfg, opts.get("model") or None)
     print("\nTest split, session level (BlockId):\n" + test_table(summary) + "\n")
@@ -78,18 +86,21 @@ def _eval(spark, cfg, opts):
 
 
 def _visual(spark, cfg, opts):
-    from deeplog_spark.visual import run_visual
+    # the stage loads when its task runs, so --help and flag checks stay fast
+    from deeplog_spark.evaluate.workflow import run_visual
 
     return run_visual(spark, cfg, opts.get("model") or None)
 
 
 def _online(spark, cfg, opts):
-    from deeplog_spark.online import run_online
+    # the stage loads when its task runs, so --help and flag checks stay fast
+    from deeplog_spark.train.online import run_online
 
     return run_online(spark, cfg, opts.get("model") or None, opts.get("normal_blocks") or None)
 
 
 def _full(spark, cfg, opts):
+    # the stage loads when its task runs, so --help and flag checks stay fast
     from deeplog_spark.pipeline import run_pipeline
 
     summary = run_pipeline(spark, cfg)
@@ -98,8 +109,11 @@ def _full(spark, cfg, opts):
 
 
 def _register(spark, cfg, opts):
-    from deeplog_spark.names import ALL_TABLES
-    from deeplog_spark.tables import register, table_exists
+    # the stage loads when its task runs, so --help and flag checks stay fast
+    from deeplog_spark.core.names import ALL_TABLES
+
+    # the stage loads when its task runs, so --help and flag checks stay fast
+    from deeplog_spark.core.tables import register, table_exists
 
     if not cfg.catalog_schema:
         raise ConfigError("--task register needs catalog_schema (e.g. --catalog_schema deeplog)")
@@ -113,7 +127,8 @@ def _register(spark, cfg, opts):
 
 
 def _generate(spark, cfg, opts):
-    from deeplog_spark.generate import run_generate
+    # the stage loads when its task runs, so --help and flag checks stay fast
+    from deeplog_spark.ingest.generate import run_generate
 
     return run_generate(spark, cfg)
 

@@ -30,10 +30,10 @@ case "${1:-}" in
       echo "error: a Thrift server started by this script is running (pid $(cat "$pidf")); stop it first" >&2
       exit 1
     fi
-    # the catalog settings of deeplog_spark.session.metastore_conf, and Delta's, as the jobs use them
+    # the catalog settings of deeplog_spark.core.session.metastore_conf, and Delta's, as the jobs use them
     mapfile -t confs < <(cd "$here" && "$PY" - "$meta" <<'PYEOF'
 import importlib.metadata as md, pathlib, sys
-from deeplog_spark.session import DELTA_CONF, delta_package, metastore_conf
+from deeplog_spark.core.session import DELTA_CONF, delta_package, metastore_conf
 # The server opens its SQL sessions with the JVM's own class loader, which does not see --packages
 # jars: Delta's two jars (from the Ivy cache that --packages fills) also go on the driver class path.
 pkg = delta_package()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from deeplog_spark.config import Config
+from deeplog_spark.core.config import Config
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = REPO / "data" / "sample"
@@ -20,7 +20,7 @@ SHARED_HDFS = Path(os.environ.get("DEEPLOG_SHARED_HDFS", REPO.parent / "shared" 
 
 @pytest.fixture(scope="session")
 def spark(tmp_path_factory):
-    from deeplog_spark.session import build_spark
+    from deeplog_spark.core.session import build_spark
 
     session = build_spark(
         "deeplog-tests",
@@ -78,7 +78,7 @@ def full_run(tmp_path_factory):
     """``--task full-pipeline`` through spark-submit (local[2], 3 epochs of 100 steps), shared by the session.
 
     Input: the embedded sample plus a file with one bad row (so every table has rows, rejects
-    too). Returns (cfg, summary, driver output, root). The task CLI, README SQL, crash and
+    too). Returns (cfg, summary, driver output, root). The task CLI, documentation SQL, crash and
     cluster tests read its tables; a test that writes takes ``own_full_run``, a copy.
     """
     root = tmp_path_factory.mktemp("full_run")

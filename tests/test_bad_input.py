@@ -8,15 +8,16 @@ import gzip
 import pytest
 from pyspark.sql import functions as F
 
-from deeplog_spark import schemas
-from deeplog_spark.detection import run_detect
-from deeplog_spark.evaluation import run_evaluate
-from deeplog_spark.errors import InputError
-from deeplog_spark.online import run_online
-from deeplog_spark.pipeline import run_ingest, run_windows
-from deeplog_spark.schemas import Reason
-from deeplog_spark.tables import read_table
-from deeplog_spark.training import run_train
+from deeplog_spark.core import schemas
+from deeplog_spark.detect.verdicts import run_detect
+from deeplog_spark.evaluate.metrics import run_evaluate
+from deeplog_spark.core.errors import InputError
+from deeplog_spark.train.online import run_online
+from deeplog_spark.features.runner import run_windows
+from deeplog_spark.ingest.runner import run_ingest
+from deeplog_spark.core.schemas import Reason
+from deeplog_spark.core.tables import read_table
+from deeplog_spark.train.runner import run_train
 
 LONG = 10_000
 # BlockId -> (raw CSV line, reason or None when accepted)

@@ -1,6 +1,6 @@
 """The committed benchmark results are consistent: each Markdown report is what its JSON renders.
 
-The benchmarks themselves are long and run outside the test suite (README "Benchmarks"); this
+The benchmarks themselves are long and run outside the test suite (bench/results/README.md); this
 keeps their report code and the committed figures from drifting apart.
 """
 

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from deeplog_spark import calibration as C
+from deeplog_spark.detect import thresholds as C
 
 
 def _table(rows, dets=("key", "key_nll", "value", "pca")):
@@ -29,7 +29,7 @@ def test_fusion_picks_the_detector_that_separates_and_adds_one_that_catches_the_
             (0, 30, {"key": 9, "key_nll": 9.0, "value": 0.5, "pca": 1.2}),   # a sequence anomaly
             (0, 10, {"key": 2, "key_nll": 1.0, "value": 8.0, "pca": 1.0}),   # a timing anomaly
             (5, 0, {"key": 2, "key_nll": 1.0, "value": 0.5, "pca": 9.0})]    # normals PCA dislikes
-    out = C.calibrate(_table(rows))
+    out = C.choose_rules(_table(rows))
     assert set(out["fused"]["members"]) == {"key", "value"} and out["fused"]["val_f1"] == 1.0
     assert out["detectors"]["pca"]["val_f1"] < out["detectors"]["key"]["val_f1"]
     assert out["fused"]["val_tp"] == 40 and out["fused"]["val_fp"] == 0
@@ -39,7 +39,7 @@ def test_fusion_never_adds_a_detector_that_lowers_val_f1():
     rows = [(1000, 0, {"key": 2, "key_nll": 1.0, "value": 0.5, "pca": 1.0}),
             (0, 40, {"key": 9, "key_nll": 9.0, "value": 0.5, "pca": 1.0}),
             (30, 0, {"key": 2, "key_nll": 1.0, "value": 7.0, "pca": 5.0})]   # only false alarms beyond key
-    out = C.calibrate(_table(rows))
+    out = C.choose_rules(_table(rows))
     assert list(out["fused"]["members"]) in (["key"], ["key_nll"])
     assert out["fused"]["val_f1"] == 1.0
 
@@ -47,7 +47,7 @@ def test_fusion_never_adds_a_detector_that_lowers_val_f1():
 def test_a_fixed_decision_joins_like_any_detector():
     rows = [(1000, 0, {"key": 2}), (0, 30, {"key": 2}), (0, 10, {"key": 9})]
     count = np.array([False, True, False])
-    out = C.calibrate(_table(rows, ("key",)), {"count": count})
+    out = C.choose_rules(_table(rows, ("key",)), {"count": count})
     assert out["fused"]["members"] == {"count": 0.5, "key": pytest.approx(out["fused"]["members"]["key"])}
     assert out["fused"]["val_f1"] == 1.0
 
@@ -56,7 +56,7 @@ def test_without_labelled_anomalies_thresholds_bound_the_val_false_alarms():
     rng = np.random.default_rng(0)
     rows = [(1, 0, {"key": float(k), "key_nll": float(v), "value": None, "pca": 0.0})
             for k, v in zip(rng.integers(1, 10, 2000), rng.random(2000))]
-    out = C.calibrate(_table(rows), fpr=0.01)
+    out = C.choose_rules(_table(rows), fpr=0.01)
     t = out["detectors"]["key_nll"]["threshold"]
     assert 15 <= sum(1 for _, _, s in rows if s["key_nll"] > t) <= 25  # about 1 % of 2000
     assert out["fused"]["val_f1"] is None and set(out["fused"]["members"]) <= {"count", "key"}
@@ -81,9 +81,9 @@ def test_a_rule_no_better_than_flagging_everything_is_marked_no_signal():
     # flagging every session, and the calibration says so
     same = [(160, 20, {"key": 2, "key_nll": 1.0, "value": None, "pca": 1.0}),
             (20, 2, {"key": 3, "key_nll": 2.0, "value": None, "pca": 1.5})]
-    out = C.calibrate(_table(same))
+    out = C.choose_rules(_table(same))
     assert out["fused"]["no_signal"] is True
     assert out["fused"]["val_f1_flag_all"] == pytest.approx(2 * 22 / (2 * 22 + 180))
     sep = [(180, 0, {"key": 2, "key_nll": 1.0, "value": None, "pca": 1.0}),
            (0, 22, {"key": 9, "key_nll": 9.0, "value": None, "pca": 1.0})]
-    assert C.calibrate(_table(sep))["fused"]["no_signal"] is False
+    assert C.choose_rules(_table(sep))["fused"]["no_signal"] is False

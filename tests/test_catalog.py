@@ -1,6 +1,6 @@
 """Catalog tables, as a SQL user and a BI tool see them: jobs run with ``--catalog_schema deeplog``
 on a real Hive metastore (embedded Derby, both ship with pyspark) register and write their tables by
-name; a second process sees the same tables and their history and runs the README's SQL by name;
+name; a second process sees the same tables and their history and runs the documentation's SQL by name;
 Spark's Thrift JDBC server on that metastore answers beeline with the rows the Delta tables hold.
 
 Embedded Derby admits one JVM at a time, so the processes run one after another. Runs with
@@ -29,8 +29,8 @@ TABLES = ("traces", "templates", "ingest_rejects", "predictions", "verdicts", "m
 
 SECOND_PROCESS = r"""
 import json, sys
-from deeplog_spark.config import Config
-from deeplog_spark.session import build_spark
+from deeplog_spark.core.config import Config
+from deeplog_spark.core.session import build_spark
 cfg = Config.load(overrides=json.loads(sys.argv[1]))
 spark = build_spark("catalog-reader", cfg, master="local[1]", extra_conf={"spark.ui.enabled": "false"})
 out = {"tables": sorted(r.tableName for r in spark.sql("SHOW TABLES IN deeplog").collect()),
@@ -56,7 +56,7 @@ def test_catalog_tables_in_a_second_process_and_over_jdbc(spark, own_full_run, t
     over = {"tables_root": cfg.tables_root, "artifacts_root": cfg.artifacts_root, "catalog_schema": "deeplog",
             "metastore_dir": str(meta)}
     flags = [x for k, v in over.items() for x in (f"--{k}", v)]
-    # windows (the README queries it), then jobs that write by name; register names the rest (ingest_rejects)
+    # windows (the documentation queries it), then jobs that write by name; register names the rest (ingest_rejects)
     for task in ("windows", "detect", "eval", "register"):
         res = submit(["--task", task, *flags])
         assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from deeplog_spark.errors import InputError
-from deeplog_spark.tables import TableRef, read_table, table_version, write_table
+from deeplog_spark.core.errors import InputError
+from deeplog_spark.core.tables import TableRef, read_table, table_version, write_table
 
 
 def test_named_tables_write_read_register_and_refuse_another_location(spark, tmp_path):
@@ -32,7 +32,7 @@ def test_named_tables_write_read_register_and_refuse_another_location(spark, tmp
 
 
 def test_table_properties_are_set_when_a_table_is_created_by_name_or_by_path(spark, tmp_path):
-    from deeplog_spark.tables import replace_where
+    from deeplog_spark.core.tables import replace_where
 
     spark.sql("DROP SCHEMA IF EXISTS props_t CASCADE")
     props = {"delta.dataSkippingStatsColumns": "id"}

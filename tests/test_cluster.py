@@ -14,11 +14,11 @@ import subprocess
 import pytest
 from pyspark.sql import functions as F
 
-from deeplog_spark import schemas
-from deeplog_spark.runs import read_json
-from deeplog_spark.config import Config
-from deeplog_spark.detection import run_detect
-from deeplog_spark.tables import read_table
+from deeplog_spark.core import schemas
+from deeplog_spark.core.runs import read_json
+from deeplog_spark.core.config import Config
+from deeplog_spark.detect.verdicts import run_detect
+from deeplog_spark.core.tables import read_table
 
 from conftest import REPO, copy_tables, submit, summary_of
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from deeplog_spark.config import Config, ConfigError, parse_overrides
+from deeplog_spark.core.config import Config, ConfigError, parse_overrides
 
 
 def test_defaults_match_the_spec_and_the_measured_training_recipe():
@@ -10,7 +10,7 @@ def test_defaults_match_the_spec_and_the_measured_training_recipe():
     assert (cfg.h, cfg.top_g, cfg.k_sigma) == (10, 9, 3.0)
     assert (cfg.embed_dim, cfg.key_hidden, cfg.key_layers, cfg.key_dropout) == (64, 64, 2, 0.2)
     assert (cfg.value_layers, cfg.value_dropout) == (1, 0.0)
-    assert cfg.value_hidden == 32  # the spec's 64 halves detect's speed for the same recall (README "Training")
+    assert cfg.value_hidden == 32  # the spec's 64 halves detect's speed for the same recall (docs/training.md)
     assert (cfg.train_ratio, cfg.val_ratio, cfg.test_ratio, cfg.seed) == (0.8, 0.1, 0.1, 1337)
     # training: the recipe measured in bench/results/train_speed_*.md; the spec's settings are flags
     assert (cfg.batch_size, cfg.lr, cfg.lr_schedule, cfg.distinct_windows, cfg.sampling_power) == (512, 0.01, "onecycle", True, 0.5)
@@ -91,5 +91,5 @@ def test_table_names_are_validated_and_paths_absolute():
 
 
 def _default_conf():
-    from deeplog_spark.config import DEFAULT_CONFIG_PATH
+    from deeplog_spark.core.config import DEFAULT_CONFIG_PATH
     return DEFAULT_CONFIG_PATH

@@ -1,5 +1,5 @@
 """Spark Connect (Databricks serverless and shared clusters): detect with an existing model,
-evaluate, register the tables and run the README's SQL, all through a Spark Connect session,
+evaluate, register the tables and run the documentation's SQL, all through a Spark Connect session,
 whose client has no SparkContext, RDDs or broadcasts. The session is handed to the jobs, which
 leave it running. The verdicts equal those of the classic session on the same model.
 
@@ -30,8 +30,8 @@ import json, sys
 from pyspark.sql import SparkSession
 from deeplog_spark import tasks
 from deeplog_spark.cli import run_job
-from deeplog_spark.session import DELTA_CONF, delta_package
-from deeplog_spark.tables import is_connect
+from deeplog_spark.core.session import DELTA_CONF, delta_package
+from deeplog_spark.core.tables import is_connect
 
 flags, sql_blocks = json.loads(sys.argv[1]), json.loads(sys.argv[2])
 builder = SparkSession.builder.remote("local[2]").config("spark.jars.packages", delta_package())

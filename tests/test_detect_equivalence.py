@@ -38,14 +38,14 @@ def scenario(spark, cfg) -> dict:
     import torch
     from pyspark.sql import functions as F
 
-    from deeplog_spark import schemas
-    from deeplog_spark.detection import run_detect
-    from deeplog_spark.names import marker_ids
+    from deeplog_spark.core import schemas
+    from deeplog_spark.detect.verdicts import run_detect
+    from deeplog_spark.core.names import marker_ids
     from deeplog_spark.nn.model import KeyLSTM, KeyModelConfig, ValueLSTM, ValueModelConfig, save_checkpoint
-    from deeplog_spark.pipeline import run_ingest
-    from deeplog_spark.runs import run_dir, write_json
-    from deeplog_spark.tables import read_table, write_table
-    from deeplog_spark.training import run_calibrate
+    from deeplog_spark.ingest.runner import run_ingest
+    from deeplog_spark.core.runs import run_dir, write_json
+    from deeplog_spark.core.tables import read_table, write_table
+    from deeplog_spark.detect.calibration import run_calibrate
 
     run_ingest(spark, cfg)
     path = cfg.table_path(schemas.TRACES)
@@ -108,8 +108,8 @@ def test_same_tolerates_only_float_rounding():
 def test_detect_writes_what_the_previous_implementation_wrote(spark, cfg):
     from conftest import SAMPLE
 
-    from deeplog_spark import schemas
-    from deeplog_spark.detection import STATS_COLUMNS
+    from deeplog_spark.core import schemas
+    from deeplog_spark.detect.verdicts import STATS_COLUMNS
 
     cfg = cfg.replace(event_traces=str(SAMPLE / "Event_traces.csv.gz"), anomaly_labels=str(SAMPLE / "anomaly_label.csv.gz"))
     got = scenario(spark, cfg)
@@ -138,8 +138,8 @@ if __name__ == "__main__":  # write the golden file with the deeplog_spark on sy
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from conftest import SAMPLE
 
-    from deeplog_spark.config import Config
-    from deeplog_spark.session import build_spark
+    from deeplog_spark.core.config import Config
+    from deeplog_spark.core.session import build_spark
 
     tmp = Path(tempfile.mkdtemp())
     config = Config.load(overrides={"tables_root": str(tmp / "warehouse"), "artifacts_root": str(tmp / "artifacts"),

@@ -9,17 +9,17 @@ import pytest
 import torch
 from pyspark.sql import functions as F
 
-from deeplog_spark import schemas
-from deeplog_spark.detection import run_detect
-from deeplog_spark.errors import InputError
-from deeplog_spark.evaluation import auroc_from_histogram, rates, run_evaluate
+from deeplog_spark.core import schemas
+from deeplog_spark.detect.verdicts import run_detect
+from deeplog_spark.core.errors import InputError
+from deeplog_spark.evaluate.metrics import auroc_from_histogram, rates, run_evaluate
 from deeplog_spark.nn.model import KeyLSTM, KeyModelConfig, save_checkpoint
 from deeplog_spark.nn.scoring import KeyScorer
 from deeplog_spark.nn.sources import CountSampledSource, key_columns
 from deeplog_spark.nn.trainer import TrainJob, fit, seed_everything
-from deeplog_spark.runs import read_json, run_dir, write_json
-from deeplog_spark.tables import read_table, table_version, write_table
-from deeplog_spark.training import run_calibrate
+from deeplog_spark.core.runs import read_json, run_dir, write_json
+from deeplog_spark.core.tables import read_table, table_version, write_table
+from deeplog_spark.detect.calibration import run_calibrate
 
 VOCAB, H, END = 6, 3, 8  # events E1..E6; markers 7 (start) and 8 (end)
 RUN = "handmade"
@@ -40,7 +40,7 @@ def _sessions():
 
 
 def _train_key(markers: bool, sessions) -> KeyLSTM:
-    from deeplog_spark.nn.local import session_windows
+    from deeplog_spark.features.window_rule import session_windows
 
     counts: dict = {}
     for ev in sessions:
@@ -58,7 +58,7 @@ def _train_key(markers: bool, sessions) -> KeyLSTM:
 @pytest.fixture(scope="module")
 def handmade(spark, tmp_path_factory):
     """Traces, templates and a run (trained key model, count and PCA models, calibration on val)."""
-    from deeplog_spark.config import Config
+    from deeplog_spark.core.config import Config
 
     root = tmp_path_factory.mktemp("handmade")
     cfg = Config.load(overrides={"tables_root": str(root / "wh"), "artifacts_root": str(root / "art"), "h": H,
@@ -219,7 +219,8 @@ def test_calibration_reads_val_rows_only(spark, detect_cfg):
 def test_distinct_sequence_scoring_equals_a_per_window_reference(spark, cfg):
     """Verdicts and the predictions of flagged sessions match every window of the windows table scored
     one by one, for a model with session markers and for one with the spec's windows (an older run)."""
-    from deeplog_spark.pipeline import run_ingest, run_windows
+    from deeplog_spark.features.runner import run_windows
+    from deeplog_spark.ingest.runner import run_ingest
 
     run_ingest(spark, cfg)
     torch.manual_seed(5)
@@ -334,7 +335,7 @@ def test_two_detect_runs_at_the_same_time_both_land(spark, detect_cfg):
 def test_commit_retry_retries_conflicts_only(spark):
     from delta.exceptions import ConcurrentAppendException
 
-    from deeplog_spark.tables import commit_with_retry
+    from deeplog_spark.core.tables import commit_with_retry
 
     calls = []
 
@@ -369,7 +370,7 @@ def _bundle_stub():
 
 
 def test_sequence_columns_give_the_key_reason_and_the_model_ids_once_per_sequence(spark):
-    from deeplog_spark.detection import sequence_columns
+    from deeplog_spark.detect.verdicts import sequence_columns
 
     df = spark.createDataFrame(
         [([1, 2, 3], 1, 7, 0.001, 12, [7, 2, 1], [6, 1, 2]), ([1, 9, 0], 2, 4, 0.5, 1, [4], [0, 1, 9, 2])],
@@ -386,10 +387,9 @@ def test_sequence_columns_give_the_key_reason_and_the_model_ids_once_per_sequenc
 
 def test_the_verdict_columns_of_every_session_use_no_lambda(spark):
     """A lambda (an array function such as transform or filter) is evaluated row by row and keeps
-    Spark from compiling the session-level projection into one loop (the verdict columns of 2.9M
-    cached sessions took 4.3 s with them, 2.0 s without); what needs one is built per sequence
-    (sequence_columns)."""
-    from deeplog_spark.detection import _deeplog_evidence, decide
+    Spark from compiling the session-level projection into one loop; what needs one is built per
+    sequence (sequence_columns)."""
+    from deeplog_spark.detect.verdicts import _deeplog_evidence, decide
 
     sessions = spark.createDataFrame([], (
         "block_id string, split string, label int, ingest_batch string, events array<int>, model_events array<int>, "

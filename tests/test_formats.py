@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 from pyspark.sql import functions as F
 
-from deeplog_spark import schemas
-from deeplog_spark.formats import PRESETS, LogFormat, preset
-from deeplog_spark.mining import MASKS, UNKNOWN_TEMPLATE, Miner
-from deeplog_spark.pipeline import run_ingest, run_ingest_raw
-from deeplog_spark.raw_ingest import masked, mined_fields, parse_fields, parse_mined, read_raw_logs, segment, sessions
-from deeplog_spark.tables import read_table
+from deeplog_spark.core import schemas
+from deeplog_spark.ingest.formats import PRESETS, LogFormat, preset
+from deeplog_spark.ingest.mining import MASKS, UNKNOWN_TEMPLATE, Miner
+from deeplog_spark.ingest.runner import run_ingest, run_ingest_raw
+from deeplog_spark.ingest.raw import masked, mined_fields, parse_fields, parse_mined, read_raw_logs, segment, sessions
+from deeplog_spark.core.tables import read_table
 
 LOGHUB = Path(__file__).resolve().parents[2] / "shared" / "data" / "loghub"
 
@@ -221,7 +221,7 @@ def tiny(spark, tmp_path):
     lines = read_raw_logs(spark, str(path))
     parsed = parse_fields(lines, PRESETS["bgl"]).withColumn(
         "event_id", F.create_map(*[x for k, v in EVENT.items() for x in (F.lit(k), F.lit(v))])[F.col("content")])
-    from deeplog_spark.raw_ingest import with_reason
+    from deeplog_spark.ingest.raw import with_reason
 
     return with_reason(parsed, PRESETS["bgl"], sessions_by_id=False)
 
@@ -254,7 +254,7 @@ def test_segment_by_id_lines_and_time_with_labels_rolled_up(tiny):
 
 
 def test_time_windows_refuse_gaps(tiny):
-    from deeplog_spark.errors import InputError
+    from deeplog_spark.core.errors import InputError
 
     with pytest.raises(InputError, match="window_step_seconds"):
         segment(tiny, "time", window_seconds=60, window_step_seconds=120)
@@ -333,7 +333,7 @@ def test_raw_ingest_mines_saves_its_state_and_a_new_batch_keeps_ids_and_marks_un
     counts = read_table(spark, base.table_path(schemas.TEMPLATE_COUNTS)).where(F.col("ingest_batch") == "day2.log")
     assert {r["event_id"]: r["lines"] for r in counts.where(F.col("lines") > 0).collect()}[UNKNOWN_TEMPLATE] == 1
     # an explicit re-mine onto the saved state would renumber day 1: refused
-    from deeplog_spark.errors import InputError
+    from deeplog_spark.core.errors import InputError
 
     with pytest.raises(InputError, match="renumber"):
         run_ingest_raw(spark, base.replace(raw_logs=day2, append=True, templates_from="mine"))
@@ -373,7 +373,7 @@ def test_generic_sequences_with_a_label_column(spark, cfg, tmp_path):
 def test_loghub_converters_write_the_generic_input(tmp_path):
     """ait's files labelled by file, KRONE's list literals (ints and quoted ints), headerless and
     indexed template files: the generic CSVs the sequence ingest reads."""
-    from deeplog_spark.loghub import convert
+    from deeplog_spark.ingest.loghub import convert
 
     ait = tmp_path / "ait"
     ait.mkdir()

@@ -2,10 +2,10 @@
 
 from pyspark.sql import functions as F
 
-from deeplog_spark import schemas
-from deeplog_spark.generate import run_generate
-from deeplog_spark.pipeline import run_ingest
-from deeplog_spark.tables import read_table
+from deeplog_spark.core import schemas
+from deeplog_spark.ingest.generate import run_generate
+from deeplog_spark.ingest.runner import run_ingest
+from deeplog_spark.core.tables import read_table
 
 
 def test_generated_workload_is_deterministic_real_shaped_and_ingests_cleanly(spark, cfg, tmp_path):

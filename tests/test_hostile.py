@@ -12,13 +12,14 @@ import sys
 
 import pytest
 
-from deeplog_spark import schemas
+from deeplog_spark.core import schemas
 from deeplog_spark.cli import check_storage
-from deeplog_spark.config import Config, ConfigError
-from deeplog_spark.errors import InputError
-from deeplog_spark.pipeline import run_ingest, run_windows
-from deeplog_spark.schemas import Reason
-from deeplog_spark.tables import read_table
+from deeplog_spark.core.config import Config, ConfigError
+from deeplog_spark.core.errors import InputError
+from deeplog_spark.features.runner import run_windows
+from deeplog_spark.ingest.runner import run_ingest
+from deeplog_spark.core.schemas import Reason
+from deeplog_spark.core.tables import read_table
 
 from conftest import REPO, SAMPLE
 
@@ -59,7 +60,7 @@ def test_a_huge_interval_is_rejected_and_never_reaches_the_value_model(spark, cf
     run_ingest(spark, cfg.replace(event_traces=path, anomaly_labels=""))
     rej = _rejects(spark, cfg)
     assert rej["blk_huge"].reason == Reason.INVALID_TIME_INTERVAL and "1e+09" in rej["blk_huge"].detail
-    from deeplog_spark.train_data import interval_stats
+    from deeplog_spark.features.train_rows import interval_stats
 
     inf = spark.createDataFrame([([5, 22], [0.0, float("inf")])], "events array<int>, intervals array<double>")
     with pytest.raises(ValueError, match="not finite"):
@@ -110,7 +111,7 @@ def test_a_repeated_column_is_a_clear_error(spark, cfg, tmp_path):
 
 
 def test_a_template_with_regex_escapes_matches_literally(spark, cfg, tmp_path):
-    from deeplog_spark.pipeline import run_ingest_raw
+    from deeplog_spark.ingest.runner import run_ingest_raw
 
     templates = tmp_path / "t.csv"
     templates.write_text('EventId,EventTemplate\nE1,[*]C:\\Edge\\dir [*] (copy) blk_[*]\nE2,[*]Receiving block[*]\n')

@@ -6,11 +6,11 @@ import gzip
 import pytest
 from pyspark.sql import functions as F
 
-from deeplog_spark.errors import InputError
-from deeplog_spark.ingest import read_templates
-from deeplog_spark.pipeline import run_ingest
-from deeplog_spark.schemas import Reason
-from deeplog_spark.tables import read_table, table_version
+from deeplog_spark.core.errors import InputError
+from deeplog_spark.ingest.traces import read_templates
+from deeplog_spark.ingest.runner import run_ingest
+from deeplog_spark.core.schemas import Reason
+from deeplog_spark.core.tables import read_table, table_version
 
 from conftest import SAMPLE
 
@@ -110,7 +110,7 @@ def test_embedded_sample_ingests_cleanly(spark, cfg):
 
 
 def test_sample15k_gives_15000_traces_445_anomalies_no_rejects(spark, cfg, shared_hdfs):
-    from deeplog_spark.pipeline import run_windows
+    from deeplog_spark.features.runner import run_windows
 
     cfg = cfg.replace(event_traces=str(shared_hdfs / "sample15k" / "Event_traces.csv.gz"),
                       anomaly_labels=str(shared_hdfs / "sample15k" / "anomaly_label.csv.gz"),

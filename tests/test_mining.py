@@ -3,7 +3,7 @@ messages at scoring time, per-partition mining merged into one miner, and Loghub
 
 from __future__ import annotations
 
-from deeplog_spark.mining import (REASON_UNKNOWN_TEMPLATE, UNKNOWN_TEMPLATE, Miner, grouping_accuracy, merge, mine,
+from deeplog_spark.ingest.mining import (REASON_UNKNOWN_TEMPLATE, UNKNOWN_TEMPLATE, Miner, grouping_accuracy, merge, mine,
                                   partition_templates, template_accuracy)
 
 LINES = [

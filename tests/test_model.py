@@ -407,26 +407,6 @@ def test_tampered_corrupted_and_foreign_files_are_refused(tmp_path):
         load_checkpoint(wrong_shape)
 
 
-def test_flat_windows_follow_the_spark_rule_for_every_session():
-    """The numpy windows equal the per-session rule of the Spark side (``windows.window_rows``, as
-    ``nn.local.session_windows`` writes it), with and without markers, sliced offsets too."""
-    from deeplog_spark.nn.local import session_windows
-    from deeplog_spark.nn.scoring import flat_windows
-
-    rng = np.random.default_rng(0)
-    for markers in (None, (30, 31)):
-        for h in (1, 3, 10):
-            sessions = [list(rng.integers(-1, 30, rng.integers(0, 25))) for _ in range(100)]
-            offsets = np.concatenate([[0], np.cumsum([len(x) for x in sessions])])
-            flat = np.concatenate([np.array(x, dtype=np.int64) for x in sessions])
-            rows, seq, pos = flat_windows(flat, offsets, h, markers)
-            ref = [(i, p, [*w, n]) for i, x in enumerate(sessions) for p, (w, n) in enumerate(session_windows(x, h, markers))]
-            assert [(int(i), int(p), list(r)) for i, p, r in zip(seq, pos, rows)] == ref
-            part, ps, pp = flat_windows(flat[offsets[40]:offsets[70]], offsets[40:71], h, markers)
-            inside = (seq >= 40) & (seq < 70)
-            assert np.array_equal(part, rows[inside]) and np.array_equal(ps + 40, seq[inside]) and np.array_equal(pp, pos[inside])
-
-
 def test_key_summary_reduces_each_sessions_windows():
     """Per session: windows, largest rank and -log p, the most surprising window (the first on ties)
     and DeepLog's first window ranked worse than g; each distinct window row is scored once."""
@@ -463,7 +443,7 @@ def test_key_summary_reduces_each_sessions_windows():
 def test_value_at_picks_each_windows_step_and_is_null_past_the_end_or_where_the_session_has_none():
     import pyarrow as pa
 
-    from deeplog_spark.detectors import _value_at
+    from deeplog_spark.detect.scores import _value_at
 
     lists = pa.array([[0.5, None, 2.0], None, [], [float("nan"), 7.0]], pa.list_(pa.float32()))
     seq = np.array([0, 0, 0, 0, 1, 2, 3, 3])

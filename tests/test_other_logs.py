@@ -1,4 +1,4 @@
-"""The README's "Other logs" commands through spark-submit, on the shared Loghub samples: raw BGL
+"""The "Other logs" commands (docs/other-logs.md) through spark-submit, on the shared Loghub samples: raw BGL
 lines (Drain3, windows of 20 lines, labels rolled up) and OpenStack sessions (the generic sequence
 input), each end to end: ingest, training, calibration, detection, evaluation."""
 
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from deeplog_spark import schemas
-from deeplog_spark.tables import read_table
+from deeplog_spark.core import schemas
+from deeplog_spark.core.tables import read_table
 
 from conftest import REPO, submit, summary_of
 
@@ -50,7 +50,7 @@ def test_raw_bgl_lines_end_to_end(spark, tmp_path):
 @needs_loghub
 def test_openstack_sessions_end_to_end(spark, tmp_path):
     data = tmp_path / "openstack"
-    conv = subprocess.run([sys.executable, "-m", "deeplog_spark.loghub", "openstack",
+    conv = subprocess.run([sys.executable, "-m", "deeplog_spark.ingest.loghub", "openstack",
                            str(LOGHUB / "OpenStack" / "ait_openstack_loghub"), str(data)],
                           cwd=REPO, capture_output=True, text=True)
     assert conv.returncode == 0, conv.stderr

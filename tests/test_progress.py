@@ -5,16 +5,16 @@ from __future__ import annotations
 
 import logging
 
-from deeplog_spark.progress import SparkProgress
+from deeplog_spark.core.progress import SparkProgress
 
 
 def test_progress_lines_while_spark_works(spark, monkeypatch, caplog):
     monkeypatch.setenv("DEEPLOG_PROGRESS_EVERY", "0")
-    caplog.set_level(logging.INFO, logger="deeplog_spark.progress")
+    caplog.set_level(logging.INFO, logger="deeplog_spark.core.progress")
     with SparkProgress("demo", poll_s=0.1) as p:
         assert not p.tty  # pytest captures stderr: the log-line mode
         spark.range(0, 24, 1, 12).selectExpr("reflect('java.lang.Thread', 'sleep', CAST(150 AS BIGINT))").collect()
-    lines = [r.getMessage() for r in caplog.records if r.name == "deeplog_spark.progress"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "deeplog_spark.core.progress"]
     assert lines, "no progress line while a 2 s Spark job ran"
     assert all(l.startswith("stage demo: ") and "Spark tasks" in l and "tasks/s" in l for l in lines)
     assert any("/12 of 1 active stage(s)" in l for l in lines)

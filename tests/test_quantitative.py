@@ -8,8 +8,8 @@ import pytest
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
-from deeplog_spark import pca
-from deeplog_spark import quantitative as Q
+from deeplog_spark.models import pca
+from deeplog_spark.models import count as Q
 
 # A write workflow (E5 x3, E22, E11 x3, E9 x3, E26 x3) read 0..5 times (E3): the read count varies
 # freely; one rare variant with a deletion error (E20) seen only with many reads.

@@ -8,11 +8,12 @@ import io
 import pytest
 from pyspark.sql import functions as F
 
-from deeplog_spark import schemas
-from deeplog_spark.ingest import read_templates
-from deeplog_spark.pipeline import run_ingest, run_ingest_raw, run_windows
-from deeplog_spark.raw_ingest import match_event, parse_lines, read_raw_logs
-from deeplog_spark.tables import read_table
+from deeplog_spark.core import schemas
+from deeplog_spark.ingest.traces import read_templates
+from deeplog_spark.features.runner import run_windows
+from deeplog_spark.ingest.runner import run_ingest, run_ingest_raw
+from deeplog_spark.ingest.raw import match_event, parse_lines, read_raw_logs
+from deeplog_spark.core.tables import read_table
 
 from conftest import SAMPLE
 
@@ -66,7 +67,7 @@ def test_hand_made_lines_multi_block_crlf_garbage_and_non_utf8(spark, cfg, tmp_p
 
 @pytest.mark.extended  # a failure at the last line of defence; ~17 s
 def test_strict_turns_any_reject_into_a_failure_after_writing(spark, cfg, tmp_path):
-    from deeplog_spark.errors import InputError
+    from deeplog_spark.core.errors import InputError
 
     log = _write(tmp_path / "day1.log", LINES[:3] + ["not a log line"])
     with pytest.raises(InputError, match=r"^strict: 1 of 4 log lines rejected \(malformed_log_line=1\); see "):
@@ -124,7 +125,7 @@ def test_log_header_fields_are_parsed(spark):
 
 
 def test_gzip_input_and_missing_path(spark, cfg, tmp_path):
-    from deeplog_spark.errors import InputError
+    from deeplog_spark.core.errors import InputError
 
     gz = tmp_path / "day.log.gz"
     gz.write_bytes(gzip.compress(("\n".join(LINES[:3]) + "\n").encode()))

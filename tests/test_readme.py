@@ -1,11 +1,13 @@
-"""The README's SQL examples run against freshly built tables (docs that cannot rot)."""
+"""The SQL examples of the README and docs/ run against freshly built tables (docs that cannot rot)."""
 
 import re
 
 import pytest
 
 from conftest import REPO
-SQL_BLOCKS = re.findall(r"```sql\n(.*?)```", (REPO / "README.md").read_text(), re.S)
+#: Every ```sql block of the user documentation: the README, then docs/*.md in name order.
+DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+SQL_BLOCKS = [b for doc in DOCS for b in re.findall(r"```sql\n(.*?)```", doc.read_text(), re.S)]
 
 
 def test_readme_has_sql_examples():
@@ -17,11 +19,11 @@ pytestmark = pytest.mark.slow  # reads the session's spark-submit run
 
 @pytest.fixture(scope="module")
 def built_tables(spark, full_run, tmp_path_factory):
-    """Every table the README queries: a copy of the session's full pipeline run (with one rejected
-    row), plus the windows table the README's windows query reads (``--task windows``)."""
+    """Every table the documentation queries: a copy of the session's full pipeline run (with one rejected
+    row), plus the windows table the windows query reads (``--task windows``)."""
     import shutil
 
-    from deeplog_spark.pipeline import run_windows
+    from deeplog_spark.features.runner import run_windows
 
     cfg, summary, _, _ = full_run
     counts = summary["ingest"]
@@ -30,8 +32,8 @@ def built_tables(spark, full_run, tmp_path_factory):
     shutil.copytree(cfg.tables_root, root)
     built = cfg.replace(tables_root=str(root), catalog_schema="deeplog")
     run_windows(spark, built)
-    from deeplog_spark.names import ALL_TABLES
-    from deeplog_spark.tables import register, table_exists
+    from deeplog_spark.core.names import ALL_TABLES
+    from deeplog_spark.core.tables import register, table_exists
 
     spark.sql("DROP SCHEMA IF EXISTS deeplog CASCADE")  # names of this copy, in the test session's catalog
     for name in ALL_TABLES:
@@ -44,7 +46,7 @@ def built_tables(spark, full_run, tmp_path_factory):
 def test_readme_sql_runs(spark, built_tables, sql):
     query = "\n".join(l for l in sql.splitlines() if not l.strip().startswith("--"))
     rows = spark.sql(query).collect()
-    assert rows, f"README query returned nothing:\n{sql}"
+    assert rows, f"documentation query returned nothing:\n{sql}"
 
 
 def test_readme_split_sql_equals_the_split_column(spark, built_tables):

@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from deeplog_spark import schemas
-from deeplog_spark.runs import read_json
-from deeplog_spark.pipeline import run_ingest
-from deeplog_spark.tables import read_table, table_version
-from deeplog_spark.training import run_train
+from deeplog_spark.core import schemas
+from deeplog_spark.core.runs import read_json
+from deeplog_spark.ingest.runner import run_ingest
+from deeplog_spark.core.tables import read_table, table_version
+from deeplog_spark.train.runner import run_train
 
 from conftest import REPO, SAMPLE, copy_tables
 

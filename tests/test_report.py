@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from deeplog_spark.runs import read_json, run_dir
+from deeplog_spark.core.runs import read_json, run_dir
 
 pytestmark = pytest.mark.slow  # reads the session's spark-submit run
 

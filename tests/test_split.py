@@ -3,7 +3,7 @@
 import pytest
 from pyspark.sql import functions as F
 
-from deeplog_spark.split import assign_split
+from deeplog_spark.ingest.split import assign_split
 
 
 def _ids(n):
@@ -48,7 +48,7 @@ def test_known_assignments_stay_fixed(spark):
 
 
 def test_split_ratios_on_sample15k(spark, cfg, shared_hdfs):
-    from deeplog_spark.pipeline import run_ingest
+    from deeplog_spark.ingest.runner import run_ingest
 
     counts = run_ingest(spark, cfg.replace(
         event_traces=str(shared_hdfs / "sample15k" / "Event_traces.csv.gz"),

@@ -13,13 +13,14 @@ import sys
 import pytest
 from pyspark.sql import functions as F
 
-from deeplog_spark import schemas, tasks
-from deeplog_spark.runs import read_json
-from deeplog_spark.config import ConfigError
-from deeplog_spark.errors import InputError
+from deeplog_spark import tasks
+from deeplog_spark.core import schemas
+from deeplog_spark.core.runs import read_json
+from deeplog_spark.core.config import ConfigError
+from deeplog_spark.core.errors import InputError
 from deeplog_spark.nn.model import load_checkpoint
-from deeplog_spark.online import feedback_blocks, run_online
-from deeplog_spark.tables import read_table
+from deeplog_spark.train.online import feedback_blocks, run_online
+from deeplog_spark.core.tables import read_table
 
 from conftest import REPO
 
@@ -92,7 +93,7 @@ def test_workflow_graph_counts_and_red_edges(spark, full_run):
 def test_online_update_does_not_raise_val_false_positives(spark, own_full_run):
     cfg, summary, _, _ = own_full_run
     parent = summary["train"]["run_id"]
-    from deeplog_spark.online import key_flagged
+    from deeplog_spark.train.online import key_flagged
 
     verdicts = read_table(spark, cfg.table_path(schemas.VERDICTS)).where(
         (F.col("run_id") == parent) & (F.col("g") == cfg.top_g))
@@ -113,7 +114,7 @@ def test_online_update_does_not_raise_val_false_positives(spark, own_full_run):
     old_model, _ = load_checkpoint(os.path.join(cfg.artifacts_root, "runs", parent, "key_model.pt"), expect_task="key")
     # the update learned the feedback: its windows are likelier under the new model (or, if the guard
     # kept the parent's weights, the weights are the parent's)
-    from deeplog_spark.nn.local import session_windows
+    from deeplog_spark.features.window_rule import session_windows
     from deeplog_spark.nn.scoring import KeyScorer
 
     fp_events = [r.events for r in read_table(spark, cfg.table_path(schemas.TRACES)).join(

@@ -20,8 +20,8 @@ import pandas as pd
 import pytest
 from pyspark.sql import functions as F
 
-from conftest import REPO, submit, summary_of
-from deeplog_spark.runs import read_json, run_dir
+from conftest import submit, summary_of
+from deeplog_spark.core.runs import read_json, run_dir
 
 pytestmark = pytest.mark.slow  # reads the session's spark-submit run
 
@@ -29,7 +29,7 @@ pytestmark = pytest.mark.slow  # reads the session's spark-submit run
 def _store(cfg):
     import mlflow
 
-    from deeplog_spark.tracking import _client
+    from deeplog_spark.integrations.tracking import _client
 
     return _client(cfg.artifacts_root), mlflow.MlflowClient()
 
@@ -73,8 +73,8 @@ def test_pyfunc_model_scores_as_spark_detect(spark, full_run):
 
 
 def test_model_uri_that_names_nothing_is_a_clear_error(full_run, tmp_path):
-    from deeplog_spark.errors import InputError
-    from deeplog_spark.runs import ModelBundle
+    from deeplog_spark.core.errors import InputError
+    from deeplog_spark.detect.bundle import ModelBundle
 
     cfg = full_run[0]
     with pytest.raises(InputError, match="no deeplog detector at that MLflow URI"):

@@ -9,13 +9,15 @@ import numpy as np
 import pytest
 from pyspark.sql import functions as F
 
-from deeplog_spark import schemas, tasks
-from deeplog_spark.errors import InputError
+from deeplog_spark import tasks
+from deeplog_spark.core import schemas
+from deeplog_spark.core.errors import InputError
 from deeplog_spark.nn.model import load_checkpoint
-from deeplog_spark.pipeline import run_ingest
-from deeplog_spark.tables import read_table, write_table
-from deeplog_spark.train_data import interval_stats, key_dataset, normal_sessions, value_chunks
-from deeplog_spark.training import run_id_for, run_train
+from deeplog_spark.ingest.runner import run_ingest
+from deeplog_spark.core.tables import read_table, write_table
+from deeplog_spark.features.train_rows import interval_stats, key_dataset, normal_sessions, value_chunks
+from deeplog_spark.train.job import run_id as run_id_for
+from deeplog_spark.train.runner import run_train
 
 from conftest import REPO
 
@@ -25,7 +27,7 @@ QUICK = {"epochs": 1, "steps_per_epoch": 20}
 @pytest.fixture(scope="module")
 def sample_tables(spark, tmp_path_factory):
     """The embedded sample ingested once for this module (tests copy or only read it)."""
-    from deeplog_spark.config import Config
+    from deeplog_spark.core.config import Config
 
     root = tmp_path_factory.mktemp("train")
     cfg = Config.load(overrides={"tables_root": str(root / "warehouse"), "artifacts_root": str(root / "artifacts"),
@@ -61,6 +63,42 @@ def test_run_id_is_keyed_by_config_and_traces_version(sample_tables):
                    {"train_precision": "fp32"}):
         assert run_id_for(cfg.replace(**change), path, 0) != run_id_for(cfg, path, 0), change
     assert run_id_for(cfg, path, 1) != run_id_for(cfg, path, 0)
+
+
+class _Reads:
+    """A config that records which keys are read."""
+
+    def __init__(self, cfg):
+        self._cfg, self.keys = cfg, set()
+
+    def __getattr__(self, name):
+        value = getattr(self._cfg, name)
+        if not callable(value):
+            self.keys.add(name)
+        return value
+
+
+def test_run_keys_cover_every_key_a_training_reads(tmp_path):
+    """``RUN_KEYS`` is the list the run id hashes: every config key that building the training jobs,
+    their rows and their files reads is in it, or in ``NOT_RUN_KEYS`` with its reason."""
+    from deeplog_spark.core.config import Config, sections
+    from deeplog_spark.train import job
+
+    keys = {k for ks in sections().values() for k in ks}
+    assert set(job.RUN_KEYS) <= keys and set(job.NOT_RUN_KEYS) <= keys
+    assert not set(job.RUN_KEYS) & set(job.NOT_RUN_KEYS)
+    cfg = _Reads(Config.load())
+    for task in ("key", "value"):
+        job.train_job(cfg, task, 29, tmp_path)
+    job.markers(cfg, 29)
+    result = {"state_dict": None, "history": [], "best_epoch": 0, "early_stopped": False,
+              "train_errors": {"mu": 0.0, "sigma": 1.0, "steps": 1}}
+    with pytest.raises(Exception):  # no weights to save: only the keys it read matter here
+        job.save_trained(tmp_path, job.train_job(cfg, "value", 29), result, {}, cfg)
+    assert cfg.keys and cfg.keys <= set(job.RUN_KEYS) | set(job.NOT_RUN_KEYS), cfg.keys - set(job.RUN_KEYS)
+    # and the check can fail: a key read by training but listed nowhere is reported
+    cfg.keys.add("ingest_batch")
+    assert not cfg.keys <= set(job.RUN_KEYS) | set(job.NOT_RUN_KEYS)
 
 
 def test_value_task_without_intervals_is_a_clear_error(spark, sample_tables):
@@ -163,7 +201,7 @@ def test_key_model_reaches_top9_recall_099_on_sample15k(spark, cfg, shared_hdfs)
 def test_key_and_value_trained_side_by_side_equal_one_after_the_other(spark, cfg, tmp_path):
     """The value model trains in a process of its own beside the key model (one CPU rank); each
     keeps its own random generator, so both end with the weights of training one after the other."""
-    from deeplog_spark.training import _train_with_quantitative, set_petastorm_cache
+    from deeplog_spark.train.runner import _train_with_quantitative, set_petastorm_cache
 
     _interval_traces(spark, cfg, np.random.default_rng(2))
     traces = read_table(spark, cfg.table_path(schemas.TRACES))

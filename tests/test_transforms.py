@@ -7,10 +7,10 @@ import pytest
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
-from deeplog_spark.detectors import model_ids
-from deeplog_spark.ingest import CORRUPT, SOURCE_FILE, build_traces, parse_labels, parse_traces, trace_rejects
-from deeplog_spark.schemas import Reason
-from deeplog_spark.split import assign_split, fold_split
+from deeplog_spark.detect.scores import model_ids
+from deeplog_spark.ingest.traces import CORRUPT, SOURCE_FILE, build_traces, parse_labels, parse_traces, trace_rejects
+from deeplog_spark.core.schemas import Reason
+from deeplog_spark.ingest.split import assign_split, fold_split
 
 KEYS = {"E5": 5, "E22": 22, "E11": 11}
 

@@ -83,7 +83,7 @@ def test_installed_command_runs_outside_the_checkout(wheel, tmp_path):
 def test_spark_submit_py_files_wheel(wheel, tmp_path):
     """No deeplog_spark installed at all: the job's package comes from ``--py-files``, its main script
     is a copy of ``jobs/run.py`` outside the checkout."""
-    from deeplog_spark.session import DELTA_CONF, delta_package
+    from deeplog_spark.core.session import DELTA_CONF, delta_package
 
     bindir = _venv(tmp_path / "bare", sysconfig.get_paths()["purelib"])
     work = tmp_path / "elsewhere"

@@ -5,8 +5,8 @@ import csv
 
 import pytest
 
-from deeplog_spark.schemas import WINDOWS_SCHEMA
-from deeplog_spark.windows import sliding_windows
+from deeplog_spark.core.schemas import WINDOWS_SCHEMA
+from deeplog_spark.features.windows import sliding_windows
 
 from conftest import SAMPLE
 
@@ -36,7 +36,7 @@ def test_markers_frame_the_session_and_every_event_and_the_end_is_predicted(spar
 
 
 def test_window_rows_keep_columns_and_give_the_predicted_events_index(spark):
-    from deeplog_spark.windows import event_index, window_rows
+    from deeplog_spark.features.windows import event_index, window_rows
     from pyspark.sql import functions as F
     from pyspark.testing import assertDataFrameEqual
 
@@ -51,7 +51,7 @@ def test_window_rows_keep_columns_and_give_the_predicted_events_index(spark):
 
 def test_window_at_cuts_the_same_window_as_window_rows_at_every_position(spark):
     """Detect cuts DeepLog's first anomalous window from the session (no join with the windows)."""
-    from deeplog_spark.windows import window_at, window_rows
+    from deeplog_spark.features.windows import window_at, window_rows
     from pyspark.sql import functions as F
 
     df = spark.createDataFrame([("a", [4, 5, 6]), ("b", [7]), ("c", list(range(1, 15)))], "id string, events array<int>")
@@ -118,7 +118,8 @@ def _lengths(path):
 
 
 def test_window_count_is_sum_of_l_plus_1_with_markers_and_max_l_minus_h_1_without(spark, cfg):
-    from deeplog_spark.pipeline import run_ingest, run_windows
+    from deeplog_spark.features.runner import run_windows
+    from deeplog_spark.ingest.runner import run_ingest
 
     run_ingest(spark, cfg)
     got = run_windows(spark, cfg)
@@ -131,8 +132,9 @@ def test_window_count_is_sum_of_l_plus_1_with_markers_and_max_l_minus_h_1_withou
 
 
 def test_rerun_replaces_windows_and_keeps_history(spark, cfg):
-    from deeplog_spark.pipeline import run_ingest, run_windows
-    from deeplog_spark.tables import read_table
+    from deeplog_spark.features.runner import run_windows
+    from deeplog_spark.ingest.runner import run_ingest
+    from deeplog_spark.core.tables import read_table
 
     run_ingest(spark, cfg)
     first = run_windows(spark, cfg)["windows"]
@@ -142,3 +144,46 @@ def test_rerun_replaces_windows_and_keeps_history(spark, cfg):
     v0, v1 = read_table(spark, path, version=0), read_table(spark, path, version=1)
     assert v1.count() == first
     assert v0.exceptAll(v1).count() == 0 and v1.exceptAll(v0).count() == 0
+
+
+@pytest.mark.parametrize("h", [1, 3, 10])
+def test_one_window_rule_in_numpy_and_spark_sql_on_random_sessions(spark, h):
+    """The window rule's two implementations agree on random sessions of 0 to 3h events, with and
+    without session markers: the numpy one (detection, the Spark-free trainer, the served model:
+    ``flat_windows``, ``session_windows``, ``distinct_windows``, ``event_index``) and the Spark SQL
+    one (the ``windows`` export: ``window_rows``, ``event_index``, ``window_at``; the Spark job's
+    training rows: ``key_dataset``)."""
+    import numpy as np
+    from pyspark.sql import functions as F
+
+    from deeplog_spark.features import window_rule as rule
+    from deeplog_spark.features.train_rows import key_dataset
+    from deeplog_spark.features.windows import event_index, window_at, window_rows
+
+    rng = np.random.default_rng(h)
+    sessions = [[int(x) for x in rng.integers(1, 8, rng.integers(0, 3 * h + 1))] for _ in range(60)]
+    sessions += [[], [3] * (h + 1), [4] * h]  # the edges: empty, exactly h + 1, exactly h
+    df = spark.createDataFrame([(i, s) for i, s in enumerate(sessions)], "id int, events array<int>")
+    for markers in (None, (8, 9)):
+        m = markers is not None
+        rows, seq, pos = rule.flat_windows(*rule.offsets_of(sessions), h, markers)
+        n = np.array([len(s) for s in sessions])[seq]
+        numpy_side = sorted(zip(seq.tolist(), pos.tolist(), map(tuple, rows.tolist()),
+                                rule.event_index(pos, n, h, m).tolist()))
+        sql = window_rows(df, h, markers, ["id", "events"])
+        window, nxt = window_at(F.col("events"), F.col("position"), h, markers)
+        got = sql.select("id", "position", "window", "next_event", window.alias("w2"), nxt.alias("n2"),
+                         event_index(F.col("position"), F.size("events"), h, m).alias("i")).collect()
+        assert all(r.window == r.w2 and r.next_event == r.n2 for r in got)
+        spark_side = sorted((r.id, r.position, (*r.window, r.next_event), r.i) for r in got)
+        assert spark_side == numpy_side, (h, markers)
+        per_session = sorted((i, p, (*w, y), 0) for i, s in enumerate(sessions)
+                             for p, (w, y) in enumerate(rule.session_windows(s, h, markers)))
+        assert [x[:3] for x in per_session] == [x[:3] for x in numpy_side]
+        # the training rows: distinct (window, next) with the number of sessions' windows behind each
+        weights = rng.integers(1, 5, len(sessions))
+        w, y, c = rule.distinct_windows(sessions, weights, h, markers)
+        weighted = spark.createDataFrame([(s, int(k)) for s, k in zip(sessions, weights) for _ in range(k)],
+                                         "events array<int>, k int")
+        spark_rows = sorted((tuple(r.window), r.target, r.weight) for r in key_dataset(weighted, h, markers).collect())
+        assert spark_rows == sorted((tuple(a), int(b), float(x)) for a, b, x in zip(w.tolist(), y.tolist(), c))

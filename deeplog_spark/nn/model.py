@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from deeplog_spark.errors import CheckpointError
+from deeplog_spark.core.errors import CheckpointError
 
 __all__ = ["CheckpointError", "KeyLSTM", "KeyModelConfig", "ValueLSTM", "ValueModelConfig", "build_model",
            "load_checkpoint", "load_checkpoint_bytes", "save_checkpoint"]

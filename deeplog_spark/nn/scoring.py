@@ -18,6 +18,8 @@ import math
 import numpy as np
 import torch
 
+from deeplog_spark.features.window_rule import flat_windows
+
 UNSEEN_SCORE = 100.0  # -log p for an event the model cannot predict at all (p ~ e^-100)
 REASON_UNSEEN_NEXT = "unseen_next_event"
 REASON_UNSEEN_IN_WINDOW = "unseen_event_in_window"
@@ -26,6 +28,12 @@ UNKNOWN_ID = -1
 #: Windows per forward pass of the key model, whatever the caller's batch (the Arrow batches of
 #: the scoring passes are larger): the results do not depend on how rows are batched.
 FORWARD_WINDOWS = 4096
+
+
+def model_ids(values, vocab_size: int) -> np.ndarray:
+    """Event ids as the key model sees them: ids outside 1..vocab_size become ``UNKNOWN_ID``."""
+    v = np.asarray(values, dtype=np.int64)
+    return np.where((v >= 1) & (v <= vocab_size), v, UNKNOWN_ID)
 
 
 def unseen_rank(classes: int) -> int:
@@ -90,39 +98,9 @@ class KeyScorer:
         return {k: v[inverse] for k, v in out.items()}
 
 
-def flat_windows(events: np.ndarray, offsets: np.ndarray, h: int,
-                 markers: tuple[int, int] | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Every window of every session by the rule of :mod:`deeplog_spark.windows` (the Spark side):
-    ``(rows [W, h + 1]`` int64, each a window then its next id; the session of each row; its position).
-
-    ``events``: the sessions' ids end to end, session i is ``events[offsets[i]:offsets[i + 1]]``.
-    With ``markers`` = (start, end) every session is framed by them and left-padded with h - 1
-    padding ids (L + 1 windows); without, padded to h + 1 ids when shorter (max(L - h, 1) windows).
-    Sessions are laid out padded, end to end, and the windows are slices of that one array.
-    """
-    lengths = np.diff(offsets).astype(np.int64)
-    framed = lengths + (2 if markers else 0)
-    pad = np.full_like(framed, h - 1) if markers else np.maximum(h + 1 - framed, 0)
-    size = pad + framed
-    base = np.concatenate([[0], np.cumsum(size)])
-    flat = np.zeros(int(base[-1]), np.int64)  # the padding id is 0
-    first_event = base[:-1] + pad + (1 if markers else 0)
-    flat[np.repeat(first_event - offsets[:-1], lengths) + np.arange(offsets[0], offsets[-1])] = events
-    if markers:
-        flat[base[:-1] + pad] = markers[0]
-        flat[base[1:] - 1] = markers[1]
-    count = size - h
-    seq = np.repeat(np.arange(len(lengths)), count)
-    pos = np.arange(int(count.sum())) - np.repeat(np.cumsum(count) - count, count)
-    if len(flat) <= h:
-        return np.zeros((0, h + 1), np.int64), seq, pos
-    rows = np.lib.stride_tricks.sliding_window_view(flat, h + 1)[np.repeat(base[:-1], count) + pos]
-    return rows, seq, pos
-
-
 def key_summary(scorer: KeyScorer, events: np.ndarray, offsets: np.ndarray, h: int,
                 markers: tuple[int, int] | None, g: int) -> dict[str, np.ndarray]:
-    """Per session (``events``/``offsets`` as :func:`flat_windows` takes them, ids as the model
+    """Per session (``events``/``offsets`` as :func:`~deeplog_spark.features.window_rule.flat_windows` takes them, ids as the model
     sees them): its windows (``n_windows``), the largest rank and -log p, the most surprising window
     (the largest -log p, the first on ties: ``worst_*``) and DeepLog's evidence at g: how many
     windows rank worse than g and the first of them (``first_*``; position -1 when none)."""
@@ -155,7 +133,7 @@ def chunk_starts(n: int, chunk: int, context: int) -> list[tuple[int, int]]:
     steps 1.. (step 0 has no interval before it); each later chunk repeats the last ``context``
     steps of the one before as context and predicts the rest, so every step 1..n-1 is predicted
     exactly once. The Spark side builds the training rows by the same rule
-    (``deeplog_spark.train_data.value_chunks``).
+    (``deeplog_spark.features.train_rows.value_chunks``).
     """
     if not 0 <= context < chunk:
         raise ValueError(f"context must be in [0, chunk), got context={context} chunk={chunk}")
@@ -165,8 +143,8 @@ def chunk_starts(n: int, chunk: int, context: int) -> list[tuple[int, int]]:
     return [(i * (chunk - context), 1 if i == 0 else context) for i in range(k)]
 
 
-#: Chunks per forward pass of the value model: 1,024 scored 1.4x faster than 4,096 on 2 cores
-#: (the LSTM's batch stays in cache), with identical results.
+#: Chunks per forward pass of the value model: smaller batches keep the LSTM's batch in the CPU's
+#: cache, and the results do not depend on the batch size.
 FORWARD_CHUNKS = 1024
 
 

@@ -135,10 +135,10 @@ class CountSampledSource(ArraySource):
 
     - ``power = 1``: the law of a mini-batch over all windows (the same expected gradient as
       training on every window), with less variance than drawing (window, target) pairs.
-    - ``power < 1`` (0.5 by default, README "Training"): rare windows are drawn more often than
+    - ``power < 1`` (0.5 by default, docs/training.md): rare windows are drawn more often than
       their share. A model that fits every window's law minimises this and the all-windows loss
       alike (each window's target law is exact; only the trade-off between windows moves), and
-      with a fixed budget of steps it fits the rare windows better: measured, it reaches a lower
+      with a fixed budget of steps it fits the rare windows better, so it reaches a lower
       validation loss over all windows, count-weighted (``bench/results/train_speed_57k.md``).
 
     An epoch is ``steps_per_epoch`` steps (0: as many draws as windows). Each rank draws its own

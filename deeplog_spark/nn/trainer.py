@@ -12,7 +12,7 @@ batches of epoch ``e``, ``full()`` returning one pass over all rows and ``steps_
 
 Under ``torch.distributed`` every rank runs the same number of steps and metrics are summed across
 ranks, so all ranks take the same early-stopping decision. :class:`TrainJob` is the one typed
-description of a training run, the same on the Spark path (``deeplog_spark.training``) and the
+description of a training run, the same on the Spark path (``deeplog_spark.train.runner``) and the
 Spark-free path (``deeplog_spark.nn.local``); :func:`init_distributed` sets up devices for both.
 """
 
@@ -35,8 +35,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from deeplog_spark.config import PRECISIONS, SCHEDULES
-from deeplog_spark.errors import CheckpointError
+from deeplog_spark.core.config import PRECISIONS, SCHEDULES
+from deeplog_spark.core.errors import CheckpointError
+from deeplog_spark.nn.model import build_model
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ class TrainJob:
     """Everything one training run needs, checked when it is made (an unknown option is a TypeError).
 
     ``schedule``: ``onecycle`` (warm up to ``lr`` over the first 10 % of the steps, then anneal to
-    ~0: the measured default, README "Training"), ``plateau`` (multiply the rate by ``lr_decay``
+    ~0: the default, docs/training.md), ``plateau`` (multiply the rate by ``lr_decay``
     after each epoch without a ``min_delta`` gain) or ``constant``. ``monitor``: what the best
     epoch is (lowest validation loss, or highest top-g recall); with ``baseline`` the starting
     weights are scored first and count as epoch 0 (fine-tuning keeps them if nothing is better).
@@ -137,9 +138,8 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     """The dtype training forward passes autocast to (None: fp32) for ``precision`` on ``device``.
 
     ``auto`` is bf16 where the hardware computes it natively (a CUDA device with bf16, or a CPU with
-    AMX or AVX512-BF16: the key model trained 1.37x faster on a 2-core Xeon with AMX and 1.42x on
-    a 2-core AMD EPYC with AVX512-BF16, README "Training"), else fp32 (emulated bf16 is usually
-    slower than fp32).
+    AMX or AVX512-BF16, where the key model trains faster at the same loss:
+    ``bench/results/train_precision_575k.md``), else fp32 (emulated bf16 is usually slower than fp32).
     """
     if precision == "fp32":
         return None
@@ -438,8 +438,6 @@ def run_task(job: TrainJob, train: BatchSource, val: BatchSource | None, device:
     be equal) and, for the value model, the mean/std of its standardized residuals on the training
     rows (train-normal sessions): the spec's per-step threshold mu + k*sigma.
     """
-    from deeplog_spark.nn.model import build_model
-
     seed_everything(job.seed)
     model = build_model(job.task, job.model_config)
     if job.init_state is not None:  # fine-tuning (online update) starts from these weights

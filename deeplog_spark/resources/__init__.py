@@ -8,10 +8,13 @@ must open by path is copied once to a cache folder first.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from importlib import resources
 from pathlib import Path
+
+from deeplog_spark import __version__
 
 #: Input paths of the default config that name the embedded sample (``data/sample/<file>``).
 SAMPLE_PREFIX = "data/sample/"
@@ -24,10 +27,6 @@ def resource_path(name: str) -> Path | None:
     ``$TMPDIR/deeplog_spark-<version>-<content hash>/`` (keyed by content, so a rebuilt wheel of
     the same version never reads a stale copy; written atomically, so concurrent jobs may share it).
     """
-    import hashlib
-
-    from deeplog_spark import __version__
-
     res = resources.files(__name__).joinpath(name)
     if not res.is_file():
         return None

@@ -1,0 +1,103 @@
+"""Spark schemas of the tables, declared once for every stage (names and reasons: :mod:`deeplog_spark.core.names`)."""
+
+from __future__ import annotations
+
+from pyspark.sql.types import (
+    ArrayType,
+    DoubleType,
+    IntegerType,
+    LongType,
+    StringType,
+    StructField,
+    StructType,
+    TimestampType,
+)
+
+# the plain names, re-exported so `schemas.TRACES` and `schemas.Reason` read as before
+from deeplog_spark.core.names import (  # noqa: F401
+    COUNT_PATTERNS,
+    INGEST_REJECTS,
+    METRICS,
+    MINER_STATE,
+    PADDING_ID,
+    PREDICTIONS,
+    SOURCE_ANOMALY_LABELS,
+    SOURCE_EVENT_TRACES,
+    SOURCE_RAW_LOG,
+    SOURCE_SEQUENCES,
+    TEMPLATE_COUNTS,
+    TEMPLATES,
+    TRACES,
+    VERDICTS,
+    WINDOWS,
+    Reason,
+)
+
+TEMPLATES_SCHEMA = StructType(
+    [
+        StructField("event_id", IntegerType(), False),
+        StructField("event_key", StringType(), False),
+        StructField("template", StringType(), False),
+    ]
+)
+
+TRACES_SCHEMA = StructType(
+    [
+        StructField("block_id", StringType(), False),
+        StructField("events", ArrayType(IntegerType()), False),
+        StructField("intervals", ArrayType(DoubleType()), True),
+        StructField("label", IntegerType(), True),
+        StructField("split", StringType(), False),
+        StructField("event_count", IntegerType(), False),
+        StructField("type", StringType(), True),
+        StructField("latency", DoubleType(), True),
+        StructField("source_file", StringType(), True),
+        StructField("ingest_batch", StringType(), True),
+        # when this batch was ingested (UTC): the windows stage re-windows a batch ingested again
+        StructField("ingested_at", TimestampType(), True),
+    ]
+)
+
+INGEST_REJECTS_SCHEMA = StructType(
+    [
+        StructField("source", StringType(), False),
+        StructField("source_file", StringType(), True),
+        StructField("block_id", StringType(), True),
+        StructField("raw", StringType(), True),
+        StructField("reason", StringType(), False),
+        StructField("detail", StringType(), True),
+        StructField("ingested_at", TimestampType(), False),
+        StructField("ingest_batch", StringType(), True),
+    ]
+)
+
+WINDOWS_SCHEMA = StructType(
+    [
+        StructField("block_id", StringType(), False),
+        StructField("split", StringType(), False),
+        StructField("label", IntegerType(), True),
+        StructField("position", IntegerType(), False),
+        StructField("window", ArrayType(IntegerType()), False),
+        StructField("next_event", IntegerType(), False),
+        StructField("window_intervals", ArrayType(DoubleType()), True),
+        StructField("next_interval", DoubleType(), True),
+        StructField("ingest_batch", StringType(), True),
+        StructField("ingested_at", TimestampType(), True),
+    ]
+)
+
+
+METRICS_SCHEMA = StructType(
+    [StructField("run_id", StringType(), False), StructField("g", IntegerType(), False),
+     StructField("k", DoubleType(), False), StructField("split", StringType(), False),
+     StructField("threshold_source", StringType(), False), StructField("detector", StringType(), False),
+     # the detector's threshold (rank g for `key`, a score for the others; null for rules such as fused)
+     StructField("threshold", DoubleType(), True), StructField("sessions", LongType(), False)]
+    + [StructField(c, LongType(), False) for c in ("tp", "fp", "tn", "fn")]
+    + [StructField(c, DoubleType(), False)
+       for c in ("precision", "recall", "f1", "fpr", "accuracy", "balanced_accuracy", "mcc")]
+    + [StructField("auroc", DoubleType(), True),
+       # the verdicts evaluated: detect's (g, k); a re-run of that evaluation replaces these rows
+       StructField("detect_g", IntegerType(), False), StructField("detect_k", DoubleType(), False),
+       StructField("evaluated_at", TimestampType(), False)]
+)

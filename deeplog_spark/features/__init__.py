@@ -1,0 +1,1 @@
+"""Features: the sliding-window export (Spark SQL) and the training rows of both LSTMs."""

@@ -1,0 +1,298 @@
+"""Ingest runners: read the inputs, call the pure parsers, split, write the Delta tables, check that
+every input row is accepted or rejected, and log the counts.
+
+The task CLI calls these; tests and notebooks call them directly.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import re
+from pathlib import Path
+
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from deeplog_spark.core import schemas
+from deeplog_spark.core.config import Config
+from deeplog_spark.core.errors import InputError
+from deeplog_spark.core.logs import stage
+from deeplog_spark.core.schemas import Reason
+from deeplog_spark.core.tables import read_table, table_exists, write_batches, write_table
+from deeplog_spark.ingest.formats import preset
+from deeplog_spark.ingest.mining import Miner
+from deeplog_spark.ingest.raw import (
+    mined_fields,
+    mined_templates,
+    parse_lines,
+    parse_mined,
+    raw_rejects,
+    read_raw_logs,
+    segment,
+    sessions,
+    template_counts,
+)
+from deeplog_spark.ingest.split import assign_split
+from deeplog_spark.ingest.traces import (
+    build_traces,
+    ingest,
+    label_rejects,
+    parse_labels,
+    read_event_traces,
+    read_sequences,
+    read_session_labels,
+    read_templates,
+)
+
+log = logging.getLogger(__name__)
+
+
+class ConservationError(RuntimeError):
+    """Input rows != accepted + rejected: a bug, never an input problem."""
+
+
+def _strict_check(cfg: Config, total: int, rejected: dict[str, int], what: str) -> None:
+    """``strict``: any reject fails the job with a one-line summary (tables are already written)."""
+    n = sum(rejected.values())
+    if cfg.strict and n:
+        reasons = ", ".join(f"{r}={c}" for r, c in sorted(rejected.items()))
+        raise InputError(f"strict: {n} of {total} {what} rejected ({reasons}); "
+                         f"see {cfg.table(schemas.INGEST_REJECTS)}")
+
+
+def batch_name(cfg: Config, input_path: str) -> str:
+    """The ingest batch: ``ingest_batch`` when set, else the input's file or folder name (sanitised)."""
+    if cfg.ingest_batch:
+        return cfg.ingest_batch
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", Path(input_path.rstrip("/")).name).lstrip("._-")[:64]
+    return re.sub(r"\.\.+", ".", name) or "batch"
+
+
+def drop_already_ingested(spark: SparkSession, cfg: Config, traces: DataFrame, batch: str, source: str,
+                          ingested_at: dt.datetime) -> tuple[DataFrame, DataFrame]:
+    """Append mode: (traces of blocks not yet in another batch, reject rows for the others)."""
+    path = cfg.table(schemas.TRACES)
+    if not table_exists(spark, path):
+        return traces, spark.createDataFrame([], schemas.INGEST_REJECTS_SCHEMA)
+    other = (read_table(spark, path).where(F.coalesce(F.col("ingest_batch"), F.lit("")) != batch)
+             .select("block_id", F.col("ingest_batch").alias("_prev")))
+    dup = traces.join(other, "block_id")
+    rejects = dup.select(
+        F.lit(source).alias("source"), F.col("source_file"), F.col("block_id"),
+        F.to_json(F.struct("events", "intervals")).alias("raw"), F.lit(Reason.BLOCK_ALREADY_INGESTED).alias("reason"),
+        F.format_string("already ingested in batch %s (a block's events must arrive in one batch)",
+                        F.col("_prev")).alias("detail"),
+        F.lit(ingested_at).cast("timestamp").alias("ingested_at"), F.lit(batch).alias("ingest_batch"),
+    ).select(*[F.col(f.name).cast(f.dataType) for f in schemas.INGEST_REJECTS_SCHEMA.fields])
+    return traces.join(other.select("block_id"), "block_id", "left_anti"), rejects
+
+
+def write_ingest(spark: SparkSession, cfg: Config, templates: DataFrame, traces: DataFrame, rejects: DataFrame,
+                 batch: str, source: str, ingested_at: dt.datetime) -> None:
+    """Split, tag with the batch, drop already-ingested blocks (append), and write the ingest tables.
+
+    ``traces`` are accepted sessions without split; ``rejects`` every reject row of the batch.
+    """
+    traces = (assign_split(traces, cfg.seed, cfg.train_ratio, cfg.val_ratio).withColumn("ingest_batch", F.lit(batch))
+              .withColumn("ingested_at", F.lit(ingested_at).cast("timestamp")))
+    rejects = rejects.withColumn("ingest_batch", F.lit(batch))
+    if cfg.append:
+        traces, dup = drop_already_ingested(spark, cfg, traces, batch, source, ingested_at)
+        rejects = rejects.unionByName(dup)
+    write_table(templates, cfg.table(schemas.TEMPLATES))
+    write_batches(traces, cfg.table(schemas.TRACES), [batch], cfg.append)
+    write_batches(rejects, cfg.table(schemas.INGEST_REJECTS), [batch], cfg.append)
+
+
+def _in_batch(df: DataFrame, batch: str) -> DataFrame:
+    return df.where(F.col("ingest_batch") == batch)
+
+
+def run_ingest(spark: SparkSession, cfg: Config, ingested_at: dt.datetime | None = None) -> dict:
+    """Ingest sessions + labels + templates into the templates, traces and rejects tables: Loghub
+    Event_traces, or with ``input = sequences`` the generic ``session_id,events[,label]`` rows.
+
+    With ``append`` the batch is added to (or replaced in) existing tables. Returns the row
+    counts it logged.
+    """
+    ingested_at = ingested_at or dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    sequences = cfg.input == "sequences"
+    source = schemas.SOURCE_SEQUENCES if sequences else schemas.SOURCE_EVENT_TRACES
+    path = cfg.sequences if sequences else cfg.event_traces
+    if not path:
+        raise InputError("input = sequences needs --sequences PATH (a CSV of session_id,events[,label])")
+    with stage("ingest") as st:
+        batch = batch_name(cfg, path)
+        templates = read_templates(spark, cfg.templates)
+        raw_traces = read_sequences(spark, path) if sequences else read_event_traces(spark, path)
+        raw_labels = read_session_labels(spark, cfg.anomaly_labels) if cfg.anomaly_labels else None
+        res = ingest(raw_traces, templates, raw_labels, ingested_at, source)
+        # traces, rejects and label matching all derive from these: parse each input once
+        res.parsed_traces.persist(StorageLevel.MEMORY_AND_DISK)
+        if res.parsed_labels is not None:
+            res.parsed_labels.persist(StorageLevel.MEMORY_AND_DISK)
+        try:
+            write_ingest(spark, cfg, templates, res.traces, res.rejects, batch, source, ingested_at)
+            counts = _ingest_counts(spark, cfg, res, batch, source)
+        finally:
+            res.parsed_traces.unpersist()
+            if res.parsed_labels is not None:
+                res.parsed_labels.unpersist()
+        st.update(counts)
+    _strict_check(cfg, counts["trace_rows"] + counts.get("label_rows", 0), counts["rejects_by_reason"],
+                  "input rows")
+    return counts
+
+
+def _ingest_counts(spark: SparkSession, cfg: Config, res, batch: str, source: str) -> dict:
+    by_reason = {
+        (r["source"], r["reason"]): r["n"]
+        for r in _in_batch(read_table(spark, cfg.table(schemas.INGEST_REJECTS)), batch)
+        .groupBy("source", "reason").agg(F.count(F.lit(1)).alias("n")).collect()
+    }
+    traces = _in_batch(read_table(spark, cfg.table(schemas.TRACES)), batch)
+    agg = traces.agg(
+        F.count(F.lit(1)).alias("traces"),
+        F.sum(F.when(F.col("label") == 1, 1).otherwise(0)).alias("anomalies"),
+        F.sum(F.when(F.col("label").isNull(), 1).otherwise(0)).alias("unlabelled"),
+        F.sum("event_count").alias("events"),
+    ).first().asDict()
+    splits = {r["split"]: r["n"] for r in traces.groupBy("split").agg(F.count(F.lit(1)).alias("n")).collect()}
+    trace_rows = res.parsed_traces.count()
+    trace_rejected = sum(n for (src, _), n in by_reason.items() if src == source)
+    counts = {
+        "ingest_batch": batch,
+        "trace_rows": trace_rows,
+        "traces": agg["traces"],
+        "trace_rejects": trace_rejected,
+        "anomalies": agg["anomalies"] or 0,
+        "unlabelled": agg["unlabelled"] or 0,
+        "events": agg["events"] or 0,
+        "anomaly_ratio": round((agg["anomalies"] or 0) / max(agg["traces"], 1), 4),
+        "splits": splits,
+        "rejects_by_reason": {f"{s}:{r}": n for (s, r), n in sorted(by_reason.items())},
+    }
+    if trace_rows != agg["traces"] + trace_rejected:
+        raise ConservationError(f"trace rows {trace_rows} != accepted {agg['traces']} + rejected {trace_rejected}")
+    if res.parsed_labels is not None:
+        label_rows = res.parsed_labels.count()
+        label_ok = res.parsed_labels.where(F.col("reason").isNull()).count()
+        label_rejected = sum(n for (src, _), n in by_reason.items() if src == schemas.SOURCE_ANOMALY_LABELS)
+        counts.update(label_rows=label_rows, labels=label_ok, label_rejects=label_rejected)
+        if label_rows != label_ok + label_rejected:
+            raise ConservationError(f"label rows {label_rows} != matched {label_ok} + rejected {label_rejected}")
+    return counts
+
+
+def log_format(cfg: Config):
+    """The configured :class:`~deeplog_spark.ingest.formats.LogFormat`: the preset with the overrides."""
+    try:
+        return preset(cfg.log_format).with_overrides(cfg.line_regex, cfg.timestamp_format, cfg.session_regex,
+                                                     cfg.session_field)
+    except ValueError as exc:
+        raise InputError(str(exc)) from exc
+
+
+def templates_mode(spark: SparkSession, cfg: Config) -> str:
+    """``file``, ``mine`` or ``state``: ``auto`` is the templates file for HDFS; for other logs a
+    new miner, or with ``append`` the saved one when there is one (so a batch keeps the ids)."""
+    saved = table_exists(spark, cfg.table(schemas.MINER_STATE))
+    mode = cfg.templates_from
+    if mode == "auto":
+        mode = "file" if cfg.log_format == "hdfs" else ("state" if cfg.append and saved else "mine")
+    if mode == "state" and not saved:
+        raise InputError(f"templates_from = state: no saved miner at {cfg.table(schemas.MINER_STATE)} "
+                         "(ingest a first batch with templates_from = mine)")
+    if mode == "mine" and cfg.append and saved:
+        raise InputError("templates_from = mine with --append would renumber the templates of the batches already "
+                         "ingested: use templates_from = state (the default with --append), or rebuild without --append")
+    return mode
+
+
+def load_miner(spark: SparkSession, cfg: Config):
+    return Miner.from_state(read_table(spark, cfg.table(schemas.MINER_STATE)).first()["state"])
+
+
+def _save_miner(spark: SparkSession, cfg: Config, miner, batch: str, ingested_at: dt.datetime) -> None:
+    row = [(miner.state(), len(miner.templates()), float(miner.sim_th), int(miner.depth), ingested_at, batch)]
+    df = spark.createDataFrame(row, "state string, templates int, sim_th double, depth int, mined_at timestamp, "
+                                    "ingest_batch string")
+    write_table(df, cfg.table(schemas.MINER_STATE))
+
+
+def run_ingest_raw(spark: SparkSession, cfg: Config, ingested_at: dt.datetime | None = None) -> dict:
+    """Ingest raw log files (``raw_logs``, format ``log_format``) into the templates, traces, rejects
+    and template_counts tables (and ``miner_state`` when templates are mined), cut into sessions
+    by ``segment``; labels come from ``anomaly_labels`` when set, else from per-line labels rolled
+    up. Returns the counts.
+
+    A label row for a session that is not in these logs is not a reject here (a label file covers
+    the whole dataset, a day of logs only some of it); such rows are counted.
+    """
+    ingested_at = ingested_at or dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    with stage("ingest-raw") as st:
+        if not cfg.raw_logs:
+            raise InputError("no raw logs configured: pass --raw_logs PATH")
+        fmt = log_format(cfg)
+        by_id = cfg.segment == "id"
+        batch = batch_name(cfg, cfg.raw_logs)
+        mode = templates_mode(spark, cfg)
+        lines = read_raw_logs(spark, cfg.raw_logs)
+        miner = None
+        if mode == "file":
+            templates = read_templates(spark, cfg.templates)
+            parsed = cached = parse_lines(lines, [r.asDict() for r in templates.collect()], fmt, by_id).persist(
+                StorageLevel.MEMORY_AND_DISK)
+        else:
+            # the lines are parsed once: their ids are joined back to the cached fields (a broadcast)
+            cached = mined_fields(lines, fmt, by_id).persist(StorageLevel.MEMORY_AND_DISK)
+        try:
+            if mode != "file":
+                parsed, miner = parse_mined(cached, fmt, load_miner(spark, cfg) if mode == "state" else None,
+                                            cfg.drain_sim_th, cfg.drain_depth, by_id, keep_unknown=mode == "state")
+                templates = mined_templates(spark, miner)
+            sess = sessions(segment(parsed, cfg.segment, cfg.segment_lines, cfg.window_seconds,
+                                    cfg.window_step_seconds))
+            rejects = raw_rejects(parsed, ingested_at)
+            labels = None
+            if cfg.anomaly_labels:
+                labels = parse_labels(read_session_labels(spark, cfg.anomaly_labels), sess.select("block_id"))
+                labels = labels.where(F.col("reason").isNull() | (F.col("reason") != Reason.LABEL_UNKNOWN_BLOCK))
+                rejects = rejects.unionByName(label_rejects(labels, ingested_at))
+            write_ingest(spark, cfg, templates, build_traces(sess, labels), rejects, batch, schemas.SOURCE_RAW_LOG,
+                         ingested_at)
+            if mode == "mine":
+                _save_miner(spark, cfg, miner, batch, ingested_at)
+            write_batches(template_counts(parsed, templates).withColumn("ingest_batch", F.lit(batch)),
+                          cfg.table(schemas.TEMPLATE_COUNTS), [batch], cfg.append)
+            by_reason = {r["reason"]: r["n"] for r in parsed.groupBy("reason").agg(F.count(F.lit(1)).alias("n")).collect()}
+        finally:
+            cached.unpersist()
+        lines_n = sum(by_reason.values())
+        accepted = by_reason.pop(None, 0)
+        raw_rejected = _in_batch(read_table(spark, cfg.table(schemas.INGEST_REJECTS)), batch).where(
+            F.col("source") == schemas.SOURCE_RAW_LOG)
+        stored = raw_rejected.where(F.col("reason") != Reason.BLOCK_ALREADY_INGESTED).count()
+        if lines_n != accepted + stored:
+            raise ConservationError(f"log lines {lines_n} != accepted {accepted} + rejected {stored}")
+        already = raw_rejected.where(F.col("reason") == Reason.BLOCK_ALREADY_INGESTED).count()
+        agg = _in_batch(read_table(spark, cfg.table(schemas.TRACES)), batch).agg(
+            F.count(F.lit(1)).alias("blocks"), F.sum("event_count").alias("events"),
+            F.sum(F.when(F.col("label") == 1, 1).otherwise(0)).alias("anomalies"),
+            F.sum(F.when(F.col("label").isNull(), 1).otherwise(0)).alias("unlabelled")).first()
+        per_template = {r["event_key"]: r["lines"] for r in
+                        _in_batch(read_table(spark, cfg.table(schemas.TEMPLATE_COUNTS)), batch).collect()
+                        if r["lines"]}
+        log.info("ingest-raw: lines per template %s", dict(list(per_template.items())[:50]))
+        st.update(ingest_batch=batch, log_format=fmt.name, segment=cfg.segment, templates_from=mode,
+                  templates=templates.count(), lines=lines_n, accepted_lines=accepted, rejected_lines=stored,
+                  blocks_already_ingested=already,
+                  rejects_by_reason=dict(sorted(by_reason.items())), blocks=agg["blocks"],
+                  events=int(agg["events"] or 0), anomalies=int(agg["anomalies"] or 0),
+                  unlabelled=int(agg["unlabelled"] or 0),
+                  unknown_template_lines=int(per_template.get("E0", 0)))
+    rejected = {**by_reason, **({Reason.BLOCK_ALREADY_INGESTED: already} if already else {})}
+    _strict_check(cfg, lines_n, rejected, "log lines")
+    return {**dict(st), "lines_per_template": per_template}

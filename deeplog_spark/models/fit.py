@@ -1,0 +1,43 @@
+"""Fit the count model and the PCA baseline of a run on its train-normal sessions (Spark jobs of a
+few seconds: the patterns table, and the models' JSON in the run folder)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from deeplog_spark.core import schemas
+from deeplog_spark.core.config import Config
+from deeplog_spark.core.runs import write_json
+from deeplog_spark.core.tables import replace_where
+from deeplog_spark.features.train_rows import normal_sessions
+from deeplog_spark.models import count as Q
+from deeplog_spark.models import pca
+
+log = logging.getLogger(__name__)
+
+
+def fit_quantitative(spark: SparkSession, cfg: Config, traces: DataFrame, run_id: str, out_dir: Path) -> dict:
+    """The count model (patterns table + statistics) and the PCA baseline of the train-normal sessions."""
+    t0 = time.perf_counter()
+    train_n = normal_sessions(traces, "train")
+    patterns = Q.fit_patterns(train_n).persist()
+    try:
+        replace_where(patterns.select(F.lit(run_id).alias("run_id"), "counts", "sessions"),
+                      cfg.table(schemas.COUNT_PATTERNS), f"run_id = '{run_id}'", partition_by=["run_id"])
+        model = Q.fit_model(patterns)
+        write_json(out_dir / "count_model.json", model.to_json())
+        pca_model = pca.fit(patterns)
+        write_json(out_dir / "pca_model.json", pca_model.to_json())
+        n_patterns = patterns.count()
+    finally:
+        patterns.unpersist()
+    log.info("count model: %d normal sessions, %d patterns, %d events; PCA: %d of %d components, Q %.4g",
+             model.normal_sessions, n_patterns, len(model.vocab), pca_model.k, len(pca_model.events),
+             pca_model.q_threshold)
+    return {"normal_sessions": model.normal_sessions, "patterns": n_patterns, "pca_components": pca_model.k,
+            "pca_q_threshold": pca_model.q_threshold, "seconds": round(time.perf_counter() - t0, 2)}

@@ -13,21 +13,19 @@ Writes ``bench/results/delta_stats_<name>.{json,md}``.
 
 from __future__ import annotations
 
-import json
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 
-from deeplog_spark import schemas
-from deeplog_spark.config import Config, pop_option
-from deeplog_spark.detection import table_properties
-from deeplog_spark.logs import setup_logging
-from deeplog_spark.session import build_spark
-from deeplog_spark.tables import read_table
+from deeplog_spark.core import schemas
+from deeplog_spark.core.config import Config
+from deeplog_spark.detect.verdicts import table_properties
+from deeplog_spark.core.logs import setup_logging
+from deeplog_spark.core.session import build_spark
+from deeplog_spark.core.tables import read_table
 
-from _common import RESULTS
+from _common import command, options, write_results
 
 
 #: The statistics columns of the previous product: every column queries filter on.
@@ -48,9 +46,8 @@ def block_lookups(spark, path: str, block_ids: list[str]) -> dict:
 
 def main() -> None:
     setup_logging()
-    args, name = pop_option(sys.argv[1:], "name", "stats")
-    args, tables = pop_option(args, "tables", "")
-    args, repeats = pop_option(args, "repeats", "3")
+    opts, args = options({"name": "stats", "tables": "", "repeats": "3"})
+    name, tables, repeats = (opts[o] for o in ("name", "tables", "repeats"))
     if not tables or args:
         raise SystemExit("usage: delta_stats.py --tables DIR [--name NAME] [--repeats N]")
     cfg = Config.load(overrides={"tables_root": tables})
@@ -76,10 +73,9 @@ def main() -> None:
         fraction=min(1.0, 200 / max(rows, 1)), seed=7).limit(100).collect()])
     spark.stop()
     shutil.rmtree(scratch, ignore_errors=True)
-    out = {"name": name, "command": "bench/delta_stats.py " + " ".join(sys.argv[1:]), "rows": rows,
+    out = {"name": name, "command": command(__file__), "rows": rows,
            "columns": len(verdicts.columns), "runs": runs,
            "median_seconds": {s: statistics.median(r) for s, r in runs.items()}, "block_lookups": skipping}
-    (RESULTS / f"delta_stats_{name}.json").write_text(json.dumps(out, indent=2) + "\n")
     lines = [f"# Writing {rows:,} verdicts ({out['columns']} columns): which columns get Delta statistics", "",
              f"Command: `.venv/bin/python {out['command']}`. The cached table written to a new Delta table, "
              "the settings alternating, after one uncounted round.", "",
@@ -90,8 +86,7 @@ def main() -> None:
               f"**{skipping['files_read_median']}** files read of {skipping['files']} (median; fewest "
               f"{skipping['files_read_min']}). Detection writes sessions in trace order, and block ids are "
               "random, so every file's min..max spans nearly all of them."]
-    (RESULTS / f"delta_stats_{name}.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results(f"delta_stats_{name}", out, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -11,23 +11,20 @@ verdicts must be identical) -> evaluate, and writes JSON and Markdown with the t
 
 from __future__ import annotations
 
-import json
-import os
-import platform
 import statistics
-import sys
 import time
 
 from pyspark.sql import functions as F
 
-from deeplog_spark import schemas
-from deeplog_spark.detection import run_detect
-from deeplog_spark.evaluation import run_evaluate, test_table
-from deeplog_spark.pipeline import run_ingest, run_windows
-from deeplog_spark.tables import read_table
-from deeplog_spark.training import run_train
+from deeplog_spark.core import schemas
+from deeplog_spark.detect.verdicts import run_detect
+from deeplog_spark.evaluate.metrics import run_evaluate, test_table
+from deeplog_spark.features.runner import run_windows
+from deeplog_spark.ingest.runner import run_ingest
+from deeplog_spark.core.tables import read_table
+from deeplog_spark.train.runner import run_train
 
-from _common import RESULTS, bench_setup
+from _common import bench_setup, command, machine, machine_line, write_results
 
 
 REPEATS = 3
@@ -60,7 +57,7 @@ def main() -> None:
     t0 = time.perf_counter(); ev = run_evaluate(spark, cfg, run_id); t["evaluate_s"] = time.perf_counter() - t0
     key = train["tasks"]["key"]
     result = {
-        "name": name, "machine": f"{platform.machine()}, {os.cpu_count()} cores", "master": cfg.master,
+        "name": name, "command": command(__file__), "machine": machine(spark), "master": cfg.master,
         "traces": ingest["traces"], "anomalies": ingest["anomalies"], "windows": windows["windows"],
         "run_id": run_id, "train": {"tasks": list(train["tasks"]), "key_epochs": key["epochs"],
                                     "key_val_top_g_recall": key["val_top_g_recall"]},
@@ -70,12 +67,10 @@ def main() -> None:
         "chosen_on_val": ev["chosen_on_val"], "seconds": {k: round(v, 1) for k, v in t.items()},
         "test_metrics": [m for m in ev["metrics"] if m["split"] == "test"],
     }
-    out = RESULTS
-    (out / f"detect_{name}.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     lines = [f"# Detection and evaluation ({name})", "",
-             f"Command: `.venv/bin/python bench/detect_sample.py {' '.join(sys.argv[1:])}`", "",
+             f"Command: `.venv/bin/python {result['command']}`", "",
              f"{result['traces']} traces ({result['anomalies']} anomalous), {result['windows']} windows; "
-             f"machine: {result['machine']}; master {cfg.master}. Key model: {key['epochs']} epochs, "
+             f"machine: {machine_line(result['machine'])}; master {cfg.master}. Key model: {key['epochs']} epochs, "
              f"val top-{cfg.top_g} recall {key['val_top_g_recall']:.4f}. No time intervals in this data, "
              "so there is no value model and fused = key.", "",
              "## Test split, session level", "", test_table(ev), "",
@@ -88,8 +83,7 @@ def main() -> None:
     lines += ["", f"Distinct / per-window throughput (medians): {result['detect_speedup_distinct_over_per_window']}x; "
                   f"verdicts identical: {same}.", "",
               "Stage seconds: " + ", ".join(f"{k} {v}" for k, v in result["seconds"].items())]
-    (out / f"detect_{name}.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results(f"detect_{name}", result, "\n".join(lines) + "\n")
     spark.stop()
 
 

@@ -22,16 +22,14 @@ workload (``pipeline_<name>.md``) reads against these.
 from __future__ import annotations
 
 import collections
-import json
 import math
-import sys
 from pathlib import Path
 
-from deeplog_spark.config import Config, parse_overrides, pop_option
+from deeplog_spark.core.config import Config, parse_overrides
 from deeplog_spark.nn.local import key_rows, read_delta
-from deeplog_spark.train_job import markers
+from deeplog_spark.train.job import markers
 
-from _common import RESULTS
+from _common import command, options, write_results
 
 SMOOTHING = 1e-3
 
@@ -55,7 +53,8 @@ def cross_entropy(laws: dict[bytes, collections.Counter], window, target, weight
 
 
 def main() -> None:
-    args, name = pop_option(sys.argv[1:], "name", "bench")
+    opts, args = options({"name": "bench"})
+    name = opts["name"]
     cfg = Config.load(overrides=parse_overrides(args))
     traces, version = read_delta(Path(cfg.tables_root) / "traces", ["split", "label", "events"])
     vocab = int(max(read_delta(Path(cfg.tables_root) / "templates", ["event_id"])[0].column("event_id").to_pylist()))
@@ -64,15 +63,13 @@ def main() -> None:
     train, val = key_rows(traces, "train", cfg.h, m), key_rows(traces, "val", cfg.h, m)
     train_laws = _laws(*train)
     seen = sum(c for w, c in zip(map(bytes, val[0]), val[2].tolist()) if w in train_laws)
-    out = {"name": name, "command": "bench/key_floor.py " + " ".join(sys.argv[1:]), "h": cfg.h,
+    out = {"name": name, "command": command(__file__), "h": cfg.h,
            "session_markers": cfg.session_markers, "traces_version": version,
            "train_rows": len(train[1]), "train_windows": int(train[2].sum()),
            "train_distinct_windows": len(train_laws), "val_rows": len(val[1]), "val_windows": int(val[2].sum()),
            "val_windows_seen_in_train": round(seen / val[2].sum(), 6),
            "lookup": round(cross_entropy(train_laws, *val, classes, SMOOTHING), 4),
            "val_entropy": round(cross_entropy(_laws(*val), *val, classes, 0.0), 4)}
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"key_floor_{name}.json").write_text(json.dumps(out, indent=2) + "\n")
     md = "\n".join([
         f"# Key model: the floor of the validation loss ({name})", "",
         f"Command: `.venv/bin/python {out['command']}`.", "",
@@ -83,8 +80,7 @@ def main() -> None:
         "| predictor | val loss |", "|---|---|",
         f"| lookup table of the train windows' next-event frequencies (counting) | {out['lookup']:.4f} |",
         f"| the val windows' own next-event laws (no predictor scores lower) | {out['val_entropy']:.4f} |", ""])
-    (RESULTS / f"key_floor_{name}.md").write_text(md)
-    print(md)
+    write_results(f"key_floor_{name}", out, md)
 
 
 if __name__ == "__main__":

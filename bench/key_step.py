@@ -22,20 +22,19 @@ Writes ``bench/results/key_step_<name>.{json,md}``: the median and the fastest m
 from __future__ import annotations
 
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-from deeplog_spark.config import Config, parse_overrides, pop_option
+from deeplog_spark.core.config import Config, parse_overrides
 from deeplog_spark.nn.local import key_rows, read_delta
 from deeplog_spark.nn.model import KeyLSTM, KeyModelConfig
 from deeplog_spark.nn.sources import CountSampledSource, key_columns
 from deeplog_spark.nn.trainer import _batch_loss, adam, autocast_context, autocast_dtype
-from deeplog_spark.train_job import markers
+from deeplog_spark.train.job import markers
 
-from _common import write_results
+from _common import command, options, write_results
 
 VARIANTS = ("product", "adam_foreach", "no_dropout", "two_threads")
 BLOCK = 20
@@ -52,8 +51,8 @@ def _variant(name: str, cfg: Config, vocab: int):
 
 
 def main() -> None:
-    args, name = pop_option(sys.argv[1:], "name", "bench")
-    args, rounds = pop_option(args, "rounds", "16")
+    opts, args = options({"name": "bench", "rounds": "16"})
+    name, rounds = (opts[o] for o in ("name", "rounds"))
     cfg = Config.load(overrides=parse_overrides(args))
     torch.set_num_threads(1)
     traces, _ = read_delta(Path(cfg.tables_root) / "traces", ["split", "label", "events"])
@@ -78,7 +77,7 @@ def main() -> None:
                 opt.step()
                 weight.item(), loss_sum.item()  # the trainer reads both every step
             ms[v].append((time.perf_counter() - t0) / len(block) * 1e3)
-    out = {"name": name, "command": "bench/key_step.py " + " ".join(sys.argv[1:]),
+    out = {"name": name, "command": command(__file__),
            "precision": "bf16" if amp else "fp32", "batch_size": cfg.batch_size,
            "rows_per_step": round(statistics.mean(len(b["window"]) for b in batches), 1), "steps_per_block": BLOCK,
            "rounds": int(rounds),

@@ -8,7 +8,7 @@
     .venv/bin/python bench/loghub.py --system bgl_2k_lines --folds 5   # plus 5-fold cross-validation
 
 Data: ``../shared/data/loghub`` (``DEEPLOG_SHARED_LOGHUB``; its ``SOURCES.md`` says what each file
-is). The session sets are converted to the generic sequence input by :mod:`deeplog_spark.loghub`
+is). The session sets are converted to the generic sequence input by :mod:`deeplog_spark.ingest.loghub`
 (labels as published); raw BGL goes through ``ingest-raw`` with the ``bgl`` format, templates
 mined by Drain3 and per-line labels rolled up per segment.
 
@@ -32,13 +32,12 @@ import sys
 import time
 from pathlib import Path
 
-from deeplog_spark.config import Config, parse_overrides, pop_option
-from deeplog_spark.logs import setup_logging
-from deeplog_spark.session import build_spark
+from deeplog_spark.core.config import Config, parse_overrides
+from deeplog_spark.core.logs import setup_logging
+from deeplog_spark.core.session import build_spark
 
-from _common import RESULTS
+from _common import REPO, machine, machine_line, options, started, write_results
 
-REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("DEEPLOG_SHARED_LOGHUB", REPO.parent / "shared" / "data" / "loghub"))
 
 SYSTEMS = {
@@ -73,8 +72,7 @@ def cross_validate(spark, cfg: Config, folds: int, work: Path) -> dict:
     """``folds`` fold runs of the quality benchmark's protocol (test = one fold by session-id hash,
     val = the next, train = the rest; everything chosen on val) over the ingested tables, so every
     session is tested once: the test rows of every detector, pooled over the folds."""
-    sys.path.insert(0, str(Path(__file__).parent))
-    from quality import fold_run
+    from quality import fold_run  # bench/quality.py, beside this script: imported only for --folds
 
     runs = [fold_run(spark, cfg, cfg, 1, folds, fold, work / "cv") for fold in range(folds)]
     pooled: dict = {}
@@ -99,16 +97,16 @@ def cross_validate(spark, cfg: Config, folds: int, work: Path) -> dict:
 def run(system: str, overrides: dict, argv: list[str], folds: int = 0) -> dict:
     from pyspark.sql import functions as F
 
-    from deeplog_spark import schemas
-    from deeplog_spark.detection import run_detect
-    from deeplog_spark.evaluation import run_evaluate
-    from deeplog_spark.loghub import LABELS, SEQUENCES, TEMPLATES, convert
-    from deeplog_spark.pipeline import run_ingest, run_ingest_raw
-    from deeplog_spark.tables import read_table
-    from deeplog_spark.training import run_train
+    from deeplog_spark.core import schemas
+    from deeplog_spark.detect.verdicts import run_detect
+    from deeplog_spark.evaluate.metrics import run_evaluate
+    from deeplog_spark.ingest.loghub import LABELS, SEQUENCES, TEMPLATES, convert
+    from deeplog_spark.ingest.runner import run_ingest, run_ingest_raw
+    from deeplog_spark.core.tables import read_table
+    from deeplog_spark.train.runner import run_train
 
     spec = SYSTEMS[system]
-    started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+    start = started()
     work = REPO / "generated" / "loghub" / system
     shutil.rmtree(work, ignore_errors=True)
     base = {"tables_root": str(work / "warehouse"), "artifacts_root": str(work / "artifacts"), "mlflow": "false"}
@@ -150,7 +148,7 @@ def run(system: str, overrides: dict, argv: list[str], folds: int = 0) -> dict:
     keep = ("detector", "threshold_source", "threshold", "tp", "fp", "tn", "fn", "precision", "recall", "f1", "fpr", "auroc")
     test = [{k: m.get(k) for k in keep} for m in ev["metrics"] if m["split"] == "test"]
     return {"system": system, "about": spec["about"], "command": "bench/loghub.py " + " ".join(argv),
-            "started": started, "machine": f"{os.cpu_count()} cores",
+            "started": start, "machine": machine(),
             "input": data, "ingest": {k: v for k, v in ingest.items() if k in (
                 "trace_rows", "traces", "trace_rejects", "rejects_by_reason", "lines", "accepted_lines", "rejected_lines",
                 "templates", "templates_from", "segment", "blocks", "anomalies")},
@@ -190,7 +188,7 @@ def markdown(res: dict) -> str:
     test = sp.get("test", {"sessions": 0, "anomalies": 0})
     lines = [f"# {res['system']}: end to end on real Loghub data", "", res["about"], "",
              f"Command: `.venv/bin/python {res['command']}` (started {res['started']}, {res['seconds']['total']:.0f} s on "
-             f"{res['machine']}: ingest {res['seconds']['ingest']:.0f} s, train {res['seconds']['train']:.0f} s).", "",
+             f"{machine_line(res['machine'])}: ingest {res['seconds']['ingest']:.0f} s, train {res['seconds']['train']:.0f} s).", "",
              "| split | sessions | anomalies |", "|---|---|---|"]
     lines += [f"| {s} | {sp[s]['sessions']:,} | {sp[s]['anomalies']:,} |" for s in ("train", "val", "test") if s in sp]
     lines += ["", f"{res['templates']} templates ({res['distinct_events_in_sessions']} of them occur in the sessions). "
@@ -237,15 +235,12 @@ def markdown(res: dict) -> str:
 def main() -> None:
     setup_logging()
     argv = sys.argv[1:]
-    args, system = pop_option(argv, "system", "")
-    args, folds = pop_option(args, "folds", "0")
+    opts, args = options({"system": "", "folds": "0"}, argv)
+    system, folds = opts["system"], opts["folds"]
     if system not in SYSTEMS:
         raise SystemExit(f"--system must be one of {', '.join(SYSTEMS)}")
     res = run(system, parse_overrides(args), argv, int(folds))
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"loghub_{system}.json").write_text(json.dumps(res, indent=2, default=str) + "\n")
-    (RESULTS / f"loghub_{system}.md").write_text(markdown(res))
-    print(markdown(res))
+    write_results(f"loghub_{system}", res, markdown(res))
 
 
 if __name__ == "__main__":

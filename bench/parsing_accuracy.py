@@ -1,4 +1,4 @@
-"""Template mining quality and throughput of deeplog_spark.mining (Drain3) on Loghub's labelled 2k sets.
+"""Template mining quality and throughput of deeplog_spark.ingest.mining (Drain3) on Loghub's labelled 2k sets.
 
     .venv/bin/python bench/parsing_accuracy.py          # needs ../shared/data/{hdfs,loghub}; ~1 min
 
@@ -21,20 +21,16 @@ from __future__ import annotations
 
 import csv
 import gzip
-import json
-import platform
-import sys
 import time
+from importlib.metadata import version
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from deeplog_spark.ingest.mining import Miner, grouping_accuracy, mine, template_accuracy
 
-from deeplog_spark.mining import Miner, grouping_accuracy, mine, template_accuracy  # noqa: E402
+from _common import REPO, command, machine, started, write_results
 
 SHARED = REPO.parent / "shared" / "data"
 SYSTEMS = ("HDFS", "BGL", "Hadoop", "OpenStack", "Thunderbird", "Linux", "Spark", "Zookeeper")
-RESULTS = REPO / "bench" / "results"
 
 
 def _structured(system: str) -> Path:
@@ -79,20 +75,14 @@ def throughput() -> dict:
 
 
 def main() -> None:
-    started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+    start = started()
     rows = [score(s) for s in SYSTEMS]
     tp = throughput()
-    import drain3  # noqa: F401
-    from importlib.metadata import version
-
-    out = {"command": ".venv/bin/python bench/parsing_accuracy.py", "started": started,
-           "machine": f"{platform.processor() or platform.machine()}, Python {platform.python_version()}",
+    out = {"command": ".venv/bin/python " + command(__file__), "started": start, "machine": machine(),
            "drain3": version("drain3"), "settings": {"sim_th": 0.4, "depth": 4, "masks": "IP, hex, numbers"},
            "systems": rows, "throughput_bgl_random_samples": tp}
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "parsing_accuracy_2k.json").write_text(json.dumps(out, indent=2) + "\n")
     md = ["# Template mining on Loghub's 2k sets (Drain3)", "",
-          f"Command: `{out['command']}` (started {started}); Drain3 {out['drain3']}, similarity 0.4, depth 4, "
+          f"Command: `{out['command']}` (started {start}); Drain3 {out['drain3']}, similarity 0.4, depth 4, "
           "generic masks (IP, hex, numbers); the same settings for every system, nothing tuned on any.", "",
           "Real Loghub data, 2,000 labelled lines per system. GA: grouping accuracy (Loghub's parsing accuracy). "
           "PA: template accuracy against the ground-truth text (the Loghub-2.0 corrected templates where "
@@ -108,8 +98,7 @@ def main() -> None:
                "`bench/results/raw_parse_multi.md`.", "",
            "2,000 lines per system is small: a template seen once or twice decides several lines, so a GA "
            "difference under ~0.01 between systems or settings is noise."]
-    (RESULTS / "parsing_accuracy_2k.md").write_text("\n".join(md) + "\n")
-    print("\n".join(md))
+    write_results("parsing_accuracy_2k", out, "\n".join(md) + "\n")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Benchmark: the whole pipeline on a generated full-size workload, stage by stage.
 
 Generates (or reuses) a SYNTHETIC workload of ``--blocks`` blocks resampled from a real sample
-(``deeplog_spark.generate``; default source: ``../shared/data/hdfs/sample15k`` when present, else
+(``deeplog_spark.ingest.generate``; default source: ``../shared/data/hdfs/sample15k`` when present, else
 the embedded sample), then runs the real stage functions in one Spark application:
 
     generate -> ingest -> windows -> train (both LSTMs, count and PCA models, calibration) -> detect
@@ -31,24 +31,20 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import shutil
 import statistics
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import psutil
 
-from deeplog_spark.config import Config, parse_overrides, pop_option
-from deeplog_spark.logs import setup_logging
-from deeplog_spark.session import build_spark
+from deeplog_spark.core.config import Config, parse_overrides
+from deeplog_spark.core.logs import setup_logging
+from deeplog_spark.core.session import build_spark
 
-from _common import RESULTS
+from _common import REPO, command, machine, options, started, write_results
 
-REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared" / "data" / "hdfs" / "sample15k"
 ALL_STAGES = ("generate", "ingest", "train", "detect", "evaluate", "windows", "reference")
 #: The stages of the product's full pipeline (the end-to-end time); windows is the optional SQL export.
@@ -125,20 +121,6 @@ def _workload(gen_dir: Path) -> dict:
     return {**have, "out": _rel(have["out"]), "source": _rel(have["source"])}
 
 
-def machine(spark, cfg: Config) -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    java = subprocess.run(["java", "-version"], capture_output=True, text=True).stderr.splitlines()
-    import delta
-    import torch
-
-    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
-            "os": platform.platform(), "python": platform.python_version(), "java": java[0] if java else None,
-            "spark": spark.version, "delta": getattr(delta, "__version__", "4.4.0"), "torch": torch.__version__,
-            "master": spark.sparkContext.master, "driver_memory": cfg.driver_memory,
-            "shuffle_partitions": cfg.shuffle_partitions, "gpu": False}
-
-
 class Bench:
     def __init__(self, name: str, cfg: Config, spark, sampler: MemorySampler):
         self.name, self.cfg, self.spark, self.sampler = name, cfg, spark, sampler
@@ -159,7 +141,7 @@ class Bench:
 
 
 def generate_stage(bench: Bench, blocks: int, source: tuple[str, str], out: Path) -> dict:
-    from deeplog_spark.generate import run_generate
+    from deeplog_spark.ingest.generate import run_generate
 
     meta = out / "generated.json"
     if meta.is_file():
@@ -183,7 +165,7 @@ def _windows_matrix(cfg: Config, limit: int = 0):
     import numpy as np
     import pyarrow.compute as pc
 
-    from deeplog_spark import schemas
+    from deeplog_spark.core import schemas
     from deeplog_spark.nn.local import read_delta
 
     table, _ = read_delta(cfg.table_path(schemas.WINDOWS), ["window", "next_event"])
@@ -203,7 +185,7 @@ def reference_stage(bench: Bench, run_id: str, public_windows: int, limit_window
     import torch
 
     from deeplog_spark.nn.model import load_checkpoint_bytes
-    from deeplog_spark.runs import ModelBundle
+    from deeplog_spark.detect.bundle import ModelBundle
 
     cfg = bench.cfg
     bundle = ModelBundle(cfg.artifacts_root, run_id)
@@ -262,10 +244,11 @@ def timing_anomalies(spark, cfg: Config, run_id: str) -> dict | None:
     val-chosen threshold; the fused rule's too."""
     from pyspark.sql import functions as F
 
-    from deeplog_spark import schemas
-    from deeplog_spark.detection import fires
-    from deeplog_spark.runs import ModelBundle, detection_rows
-    from deeplog_spark.tables import read_table
+    from deeplog_spark.core import schemas
+    from deeplog_spark.detect.verdicts import fires
+    from deeplog_spark.core.runs import detection_rows
+    from deeplog_spark.detect.bundle import ModelBundle
+    from deeplog_spark.core.tables import read_table
 
     bundle = ModelBundle(cfg.artifacts_root, run_id)
     value = (bundle.calibration or {}).get("detectors", {}).get("value")
@@ -287,15 +270,10 @@ def timing_anomalies(spark, cfg: Config, run_id: str) -> dict | None:
 
 def main() -> None:
     setup_logging()
-    args = sys.argv[1:]
-    args, name = pop_option(args, "name", "bench")
-    args, blocks = pop_option(args, "blocks", "575061")
-    args, stages = pop_option(args, "stages", ",".join(ALL_STAGES))
-    args, model_from = pop_option(args, "model_from", "")
-    args, keep = pop_option(args, "keep", "false")
-    args, ref_windows = pop_option(args, "reference_windows", "50000")
-    args, ref_limit = pop_option(args, "reference_limit", "5000000")
-    args, training = pop_option(args, "training", "default")
+    opts, args = options({"name": "bench", "blocks": "575061", "stages": ",".join(ALL_STAGES), "model_from": "", "keep": "false",
+                          "reference_windows": "50000", "reference_limit": "5000000", "training": "default"})
+    name, blocks, stages, model_from, keep, ref_windows, ref_limit, training = (
+        opts[o] for o in ("name", "blocks", "stages", "model_from", "keep", "reference_windows", "reference_limit", "training"))
     blocks = int(blocks)
     stages = [s for s in stages.split(",") if s]
     if unknown := set(stages) - set(ALL_STAGES):
@@ -320,15 +298,16 @@ def main() -> None:
     spark = build_spark("bench-pipeline", cfg)
     sampler = MemorySampler()
     bench = Bench(name, cfg, spark, sampler)
-    started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+    start = started()
     t_all = time.perf_counter()
-    from deeplog_spark.detection import run_detect
-    from deeplog_spark.evaluation import run_evaluate
-    from deeplog_spark.pipeline import run_ingest, run_windows
-    from deeplog_spark.training import run_train
+    from deeplog_spark.detect.verdicts import run_detect
+    from deeplog_spark.evaluate.metrics import run_evaluate
+    from deeplog_spark.features.runner import run_windows
+    from deeplog_spark.ingest.runner import run_ingest
+    from deeplog_spark.train.runner import run_train
 
-    out: dict = {"name": name, "blocks": blocks, "started": started, "source": _rel(source[0]),
-                 "command": "bench/pipeline.py " + " ".join(sys.argv[1:]),
+    out: dict = {"name": name, "blocks": blocks, "started": start, "source": _rel(source[0]),
+                 "command": command(__file__),
                  "overrides": overrides, "machine": machine(spark, cfg)}
     gen = generate_stage(bench, blocks, source, gen_dir) if "generate" in stages or not gen_dir.is_dir() else None
     out["workload"] = gen or _workload(gen_dir)
@@ -378,10 +357,7 @@ def main() -> None:
     if keep != "true":
         shutil.rmtree(work / "warehouse", ignore_errors=True)
         shutil.rmtree(work / "artifacts" / "petastorm_cache", ignore_errors=True)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"pipeline_{name}.json").write_text(json.dumps(out, indent=2, default=str) + "\n")
-    (RESULTS / f"pipeline_{name}.md").write_text(markdown(out))
-    print(markdown(out))
+    write_results(f"pipeline_{name}", out, markdown(out))
 
 
 def _fmt(v, spec: str = ",.0f") -> str:

@@ -15,37 +15,33 @@ verdicts include the value pass), so they do not add up to a stage.
 
 from __future__ import annotations
 
-import json
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 
 from pyspark.sql import functions as F
 
-from deeplog_spark import evaluation as ev
-from deeplog_spark import schemas
-from deeplog_spark.config import Config, pop_option
-from deeplog_spark.detection import (_deeplog_evidence, arrow_batches, count_patterns, decide, predictions,
+from deeplog_spark.evaluate import metrics as ev
+from deeplog_spark.core import schemas
+from deeplog_spark.core.config import Config
+from deeplog_spark.detect.verdicts import (_deeplog_evidence, arrow_batches, count_patterns, decide, predictions,
                                      score_sessions, table_properties, templates_map)
-from deeplog_spark.detectors import (count_per_sequence, key_per_sequence, pca_per_sequence, sequences,
+from deeplog_spark.detect.scores import (count_per_sequence, key_per_sequence, pca_per_sequence, sequences,
                                      value_per_session, with_counts)
-from deeplog_spark.logs import setup_logging
-from deeplog_spark.runs import ModelBundle
-from deeplog_spark.session import build_spark
-from deeplog_spark.tables import read_table
+from deeplog_spark.core.logs import setup_logging
+from deeplog_spark.detect.bundle import ModelBundle
+from deeplog_spark.core.session import build_spark
+from deeplog_spark.core.tables import read_table
 
-from _common import RESULTS
+from _common import command, options, write_results
 
 
 def main() -> None:
     setup_logging()
-    args, name = pop_option(sys.argv[1:], "name", "profile")
-    args, tables = pop_option(args, "tables", "")
-    args, artifacts = pop_option(args, "artifacts", "")
-    args, repeats = pop_option(args, "repeats", "3")
-    args, value_batches = pop_option(args, "value_batches", "")
+    opts, args = options({"name": "profile", "tables": "", "artifacts": "", "repeats": "3", "value_batches": ""})
+    name, tables, artifacts, repeats, value_batches = (
+        opts[o] for o in ("name", "tables", "artifacts", "repeats", "value_batches"))
     if not tables or not artifacts or args:
         raise SystemExit("usage: profile_stages.py --tables DIR --artifacts DIR [--name NAME] [--repeats N] "
                          "[--value_batches N,M,...]")
@@ -115,17 +111,15 @@ def main() -> None:
     spark.stop()
     shutil.rmtree(scratch, ignore_errors=True)
 
-    out = {"name": name, "command": "bench/profile_stages.py " + " ".join(sys.argv[1:]), "sessions": n_sessions,
+    out = {"name": name, "command": command(__file__), "sessions": n_sessions,
            "distinct_sequences": n_seq, "flagged_sessions": n_flagged, "run_id": bundle.run_id, "pieces": pieces}
-    (RESULTS / f"profile_{name}.json").write_text(json.dumps(out, indent=2) + "\n")
     lines = [f"# Detect and evaluate, piece by piece ({name})", "",
              f"Command: `.venv/bin/python {out['command']}`. {n_sessions:,} sessions ({n_seq:,} distinct event "
              f"sequences, {n_flagged:,} flagged); model run {bundle.run_id}. Each piece is timed alone after a "
              f"warm-up (median of {repeats}), so pieces overlap in what they compute and do not add up to a stage.",
              "", "| piece | seconds | runs |", "|---|---|---|"]
     lines += [f"| {p['piece']} | {p['seconds']} | {', '.join(map(str, p['runs']))} |" for p in pieces]
-    (RESULTS / f"profile_{name}.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results(f"profile_{name}", out, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

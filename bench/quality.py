@@ -10,7 +10,7 @@ normals (ingested as a second batch; the 177 blocks that are also in sample15k a
 SYNTHETIC workload of ``bench/pipeline.py`` (``generated/bench/b<blocks>``).
 
 Protocol, per (seed, fold): the product's own stages on a copy of the traces whose split is
-:func:`deeplog_spark.split.fold_split` (test = one fold, val = the next, train = the rest; the
+:func:`deeplog_spark.ingest.split.fold_split` (test = one fold, val = the next, train = the rest; the
 extra normals always train). Training fits every model, the calibration chooses every threshold,
 the count model's knobs and the fused rule on that fold's val part only, then detect and evaluate
 run. Per detector the test FPR (on normals) and recall (on anomalies) are recorded, and precision
@@ -26,19 +26,17 @@ import json
 import os
 import shutil
 import statistics
-import sys
 import time
 from pathlib import Path
 
-from deeplog_spark.config import Config, parse_overrides, pop_option
-from deeplog_spark.logs import setup_logging
-from deeplog_spark.session import build_spark
+from deeplog_spark.core.config import Config, parse_overrides
+from deeplog_spark.core.logs import setup_logging
+from deeplog_spark.core.session import build_spark
 
-from _common import RESULTS
+from _common import REPO, command, machine, machine_line, options, started, write_results
 
-REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("DEEPLOG_SHARED_HDFS", REPO.parent / "shared" / "data" / "hdfs"))
-#: Published HDFS F1 figures the report sets beside ours (README "Detection quality").
+#: Published HDFS F1 figures the report sets beside ours (bench/results/README.md).
 PUBLISHED = [
     ("DeepLog paper (Du et al., CCS 2017), g=9", 0.96, "their split; not tuned on test"),
     ("wuyifan18/DeepLog", 0.964, "pads short sessions with -1 (hides a length rule)"),
@@ -65,7 +63,7 @@ def write_ait_as_event_traces(src: Path, out: Path) -> Path:
 
 def base_tables(spark, cfg: Config, source: str, blocks: int, work: Path) -> Config:
     """Ingest the data once: (cfg of the base tables)."""
-    from deeplog_spark.pipeline import run_ingest
+    from deeplog_spark.ingest.runner import run_ingest
 
     base = cfg.replace(tables_root=str(work / "base"), artifacts_root=str(work / "base_artifacts"), append=True)
     if source == "real":
@@ -90,12 +88,12 @@ def fold_run(spark, cfg: Config, base: Config, seed: int, folds: int, fold: int,
     """The product's stages on one fold split; the test-split metrics of every detector."""
     from pyspark.sql import functions as F
 
-    from deeplog_spark import schemas
-    from deeplog_spark.detection import run_detect
-    from deeplog_spark.evaluation import run_evaluate
-    from deeplog_spark.split import fold_split
-    from deeplog_spark.tables import read_table, write_table
-    from deeplog_spark.training import run_train
+    from deeplog_spark.core import schemas
+    from deeplog_spark.detect.verdicts import run_detect
+    from deeplog_spark.evaluate.metrics import run_evaluate
+    from deeplog_spark.ingest.split import fold_split
+    from deeplog_spark.core.tables import read_table, write_table
+    from deeplog_spark.train.runner import run_train
 
     fcfg = cfg.replace(tables_root=str(work / "fold" / "wh"), artifacts_root=str(work / "fold" / "art"))
     shutil.rmtree(work / "fold", ignore_errors=True)
@@ -126,7 +124,7 @@ def fold_run(spark, cfg: Config, base: Config, seed: int, folds: int, fold: int,
 
 
 def summarise(runs: list[dict], ratio: float) -> dict:
-    from deeplog_spark.evaluation import projected
+    from deeplog_spark.evaluate.metrics import projected
 
     names = sorted({k for r in runs for k in r["test"]})
     out = {}
@@ -155,7 +153,7 @@ ORDER = ("fused", "count", "key", "key_nll", "value", "pca", "deeplog", "key_spe
 def markdown(res: dict) -> str:
     d = res["detectors"]
     lines = [f"# Detection quality: {res['name']}", "", f"Command: `.venv/bin/python {res['command']}` "
-             f"(started {res['started']}; {res['total_seconds'] / 60:.0f} min on {res['machine']}).", "",
+             f"(started {res['started']}; {res['total_seconds'] / 60:.0f} min on {machine_line(res['machine'])}).", "",
              res["data"], "", f"Protocol: {res['folds']} fold runs ({res['k']} folds x seeds {res['seeds']}): per run, "
              "test = one fold by BlockId hash, val = the next fold, train = the rest"
              + (" plus the extra normals" if res["source"] == "real" else "") + ". Thresholds, the count model's knobs "
@@ -191,14 +189,10 @@ def markdown(res: dict) -> str:
 
 def main() -> None:
     setup_logging()
-    args = sys.argv[1:]
-    args, name = pop_option(args, "name", "sample15k")
-    args, source = pop_option(args, "source", "real")
-    args, blocks = pop_option(args, "blocks", "575061")
-    args, k = pop_option(args, "folds", "10")
-    args, seeds = pop_option(args, "seeds", "1,2")
-    args, ratio = pop_option(args, "ratio", "0.0293")
-    args, only = pop_option(args, "only", "")
+    opts, args = options({"name": "sample15k", "source": "real", "blocks": "575061", "folds": "10", "seeds": "1,2",
+                          "ratio": "0.0293", "only": ""})
+    name, source, blocks, k, seeds, ratio, only = (
+        opts[o] for o in ("name", "source", "blocks", "folds", "seeds", "ratio", "only"))
     if source not in ("real", "generated"):
         raise SystemExit("--source must be real or generated")
     k, ratio = int(k), float(ratio)
@@ -209,7 +203,7 @@ def main() -> None:
     cfg = Config.load(overrides={"tables_root": str(work / "wh"), "artifacts_root": str(work / "art"), "mlflow": "false",
                                  **parse_overrides(args)})
     spark = build_spark("bench-quality", cfg)
-    started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+    start = started()
     t0 = time.perf_counter()
     base = base_tables(spark, cfg, source, int(blocks), work)
     runs = []
@@ -223,8 +217,8 @@ def main() -> None:
                                         "fused_test": r["test"]["fused|val_chosen"]}), flush=True)
     from pyspark.sql import functions as F
 
-    from deeplog_spark import schemas
-    from deeplog_spark.tables import read_table
+    from deeplog_spark.core import schemas
+    from deeplog_spark.core.tables import read_table
 
     traces = read_table(spark, base.table_path(schemas.TRACES))
     counts = {r["ingest_batch"]: (r["n"], r["a"]) for r in traces.groupBy("ingest_batch").agg(
@@ -237,15 +231,12 @@ def main() -> None:
         data = (f"Data: SYNTHETIC workload generated from the real sample15k sessions "
                 f"({sum(n for n, _ in counts.values()):,} blocks, {sum(a for _, a in counts.values()):,} anomalies; "
                 "intervals from the generator's documented model, timing anomalies included).")
-    res = {"name": name, "source": source, "command": "bench/quality.py " + " ".join(sys.argv[1:]), "started": started,
-           "machine": f"{os.cpu_count()} cores", "data": data, "k": k, "seeds": seed_list, "folds": len(runs),
+    res = {"name": name, "source": source, "command": command(__file__), "started": start,
+           "machine": machine(), "data": data, "k": k, "seeds": seed_list, "folds": len(runs),
            "ratio": ratio, "runs": runs, "detectors": summarise(runs, ratio),
            "total_seconds": round(time.perf_counter() - t0, 1), "published": PUBLISHED if source == "real" else None}
     spark.stop()
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"quality_{name}.json").write_text(json.dumps(res, indent=2, default=str) + "\n")
-    (RESULTS / f"quality_{name}.md").write_text(markdown(res))
-    print(markdown(res))
+    write_results(f"quality_{name}", res, markdown(res))
     shutil.rmtree(work, ignore_errors=True)
 
 

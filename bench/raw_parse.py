@@ -30,9 +30,7 @@ messages; the reported figure counts every line. Two timings per system, as abov
 from __future__ import annotations
 
 import gzip
-import json
 import os
-import platform
 import re
 import shutil
 import statistics
@@ -43,14 +41,13 @@ from pathlib import Path
 
 from pyspark.sql import functions as F
 
-from deeplog_spark.config import pop_option
-from deeplog_spark.ingest import read_templates
-from deeplog_spark.pipeline import run_ingest_raw
-from deeplog_spark.raw_ingest import parse_lines, read_raw_logs
+from deeplog_spark.core.config import pop_option
+from deeplog_spark.ingest.traces import read_templates
+from deeplog_spark.ingest.runner import run_ingest_raw
+from deeplog_spark.ingest.raw import parse_lines, read_raw_logs
 
-from _common import RESULTS, bench_setup
+from _common import REPO, bench_setup, command, machine, machine_line, write_results
 
-REPO = Path(__file__).resolve().parent.parent
 
 
 def write_log(out_dir: Path, copies: int, files: int) -> int:
@@ -99,7 +96,7 @@ def parse_and_mine(spark, path: str, fmt, cfg) -> int:
     distinct messages mined and matched, the ids joined back; the lines counted."""
     from pyspark import StorageLevel
 
-    from deeplog_spark.raw_ingest import mined_fields, parse_mined
+    from deeplog_spark.ingest.raw import mined_fields, parse_mined
 
     fields = mined_fields(read_raw_logs(spark, path), fmt, False).persist(StorageLevel.MEMORY_AND_DISK)
     try:
@@ -144,10 +141,8 @@ def write_system_log(out_dir: Path, system: str, lines: int, files: int) -> tupl
 
 
 def multi_system(name: str, cfg, spark, systems: list[str], lines: int, files: int, repeats: int, argv) -> None:
-    from deeplog_spark.formats import PRESETS
+    from deeplog_spark.ingest.formats import PRESETS
 
-    machine = {"cpus": os.cpu_count(), "python": platform.python_version(), "spark": spark.version,
-               "master": spark.sparkContext.master}
     work = Path(tempfile.mkdtemp(prefix="raw_parse_multi_"))
     rows = []
     try:
@@ -174,13 +169,12 @@ def multi_system(name: str, cfg, spark, systems: list[str], lines: int, files: i
     stage_total = sum(statistics.median(r["ingest_raw_s"]) for r in rows)
     result = {"name": name, "synthetic": True, "systems": rows, "lines": total, "files_per_system": files,
               "parse_lines_per_s_overall": round(total / parse_total),
-              "ingest_raw_lines_per_s_overall": round(total / stage_total), "machine": machine,
-              "command": "bench/raw_parse.py " + " ".join(argv)}
-    (RESULTS / f"raw_parse_{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+              "ingest_raw_lines_per_s_overall": round(total / stage_total), "machine": machine(spark),
+              "command": command(__file__, argv)}
     md = [f"# Raw log ingest with Drain3 mining, several systems: {name}", "",
           f"SYNTHETIC input built from REAL lines: per system its real Loghub lines repeated to {lines:,} lines, in "
           f"{files} plain files; parsed with the system's format preset, templates mined by Drain3 in Spark, "
-          f"segmented into windows of 20 lines. Machine: {os.cpu_count()} CPUs, master {result['machine']['master']}. "
+          f"segmented into windows of 20 lines. Machine: {machine_line(result['machine'])}. "
           f"Command: `.venv/bin/python {result['command']}`. Medians of {repeats} runs, each run alone.", "",
           "| system | lines (distinct real lines) | templates | rejected | parse + mine, runs (s) | lines/s | "
           "ingest-raw stage, runs (s) | lines/s |", "|---|---|---|---|---|---|---|---|"]
@@ -191,8 +185,7 @@ def multi_system(name: str, cfg, spark, systems: list[str], lines: int, files: i
     md += ["", f"All systems: {total:,} lines; parse + mine **{result['parse_lines_per_s_overall']:,} lines/s**, "
            f"the whole ingest-raw stage (parse, mine, segment, rejects, counts, Delta writes, checks) "
            f"**{result['ingest_raw_lines_per_s_overall']:,} lines/s** (total lines over the sum of the medians)."]
-    (RESULTS / f"raw_parse_{name}.md").write_text("\n".join(md) + "\n")
-    print("\n".join(md))
+    write_results(f"raw_parse_{name}", result, "\n".join(md) + "\n")
 
 
 def main() -> None:
@@ -229,18 +222,16 @@ def main() -> None:
             "ingest_raw_lines_per_s_median": round(lines / statistics.median(stage_s)),
             "blocks": summary["blocks"], "accepted_lines": summary["accepted_lines"],
             "rejected_lines": summary["rejected_lines"],
-            "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "spark": spark.version,
-                        "master": spark.sparkContext.master},
-            "command": "bench/raw_parse.py " + " ".join(argv + [f"--copies {copies}", f"--files {files}"]),
+            "machine": machine(spark),
+            "command": command(__file__, argv + [f"--copies {copies}", f"--files {files}"]),
         }
     finally:
         shutil.rmtree(work, ignore_errors=True)
         spark.stop()
-    (RESULTS / f"raw_parse_{name}.json").write_text(json.dumps(result, indent=2) + "\n")
     md = [f"# Raw log parse throughput: {name}", "",
           f"SYNTHETIC input built from real lines: the 2,000 real lines of HDFS_2k.log repeated {copies} times "
           f"with per-copy block ids, {lines:,} lines in {files} plain files, {result['bytes'] / 1e6:.0f} MB. "
-          f"Machine: {os.cpu_count()} CPUs, master {result['machine']['master']}. Command: "
+          f"Machine: {machine_line(result['machine'])}. Command: "
           f"`.venv/bin/python {result['command']}`.", "",
           "| measure | runs (s) | median lines/s |", "|---|---|---|",
           f"| parse (read, parse, match, extract; count) | {result['parse_s']} | {result['parse_lines_per_s_median']:,} |",
@@ -248,8 +239,7 @@ def main() -> None:
           f"{result['ingest_raw_lines_per_s_median']:,} |", "",
           f"{summary['blocks']:,} blocks; {summary['accepted_lines']:,} accepted and "
           f"{summary['rejected_lines']:,} rejected lines."]
-    (RESULTS / f"raw_parse_{name}.md").write_text("\n".join(md) + "\n")
-    print("\n".join(md))
+    write_results(f"raw_parse_{name}", result, "\n".join(md) + "\n")
 
 
 if __name__ == "__main__":

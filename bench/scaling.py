@@ -13,7 +13,7 @@ import json
 import math
 import sys
 
-from _common import RESULTS
+from _common import RESULTS, write_results
 
 STAGES = ("ingest", "windows", "train", "detect", "evaluate")
 
@@ -76,8 +76,7 @@ def main() -> None:
     lines += ["", "Driver python: the job's own process (it holds counts and small aggregates, never a table). "
               "JVM: the driver and, under `local[*]`, the executor. executor python: the Python workers of the scoring passes. "
               "trainer python: TorchDistributor's training processes."]
-    (RESULTS / "pipeline_scaling.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results("pipeline_scaling", None, "\n".join(lines) + "\n", into=RESULTS)  # the runs' JSON hold the records
 
 
 if __name__ == "__main__":

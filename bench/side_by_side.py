@@ -21,9 +21,8 @@ import sys
 import time
 from pathlib import Path
 
-from _common import tables_bench_args, write_results
+from _common import REPO, command, tables_bench_args, write_results
 
-REPO = Path(__file__).resolve().parent.parent
 
 
 def one_run(tables: str, artifacts: Path, options: list[str], repo: Path = REPO) -> dict:
@@ -62,7 +61,7 @@ def main() -> None:
             print(json.dumps(runs[-1]), flush=True)
     if len({json.dumps(x["digests"], sort_keys=True) for x in runs}) != 1:
         raise SystemExit(f"the weights differ between runs: {[x['digests'] for x in runs]}")
-    out = {"name": name, "command": "bench/side_by_side.py " + " ".join(sys.argv[1:]), "runs": runs}
+    out = {"name": name, "command": command(__file__), "runs": runs}
     write_results(f"side_by_side_{name}", out, markdown(out))
 
 

@@ -11,16 +11,16 @@ All trainings run in one process on the same windows table, same config and seed
 from __future__ import annotations
 
 import json
-import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
-from deeplog_spark.pipeline import run_ingest, run_windows
-from deeplog_spark.training import run_train
+from deeplog_spark.features.runner import run_windows
 
-from _common import RESULTS, bench_setup
+from deeplog_spark.ingest.runner import run_ingest
+from deeplog_spark.train.runner import run_train
+
+from _common import bench_setup, command, machine, machine_line, write_results
 
 
 def main() -> None:
@@ -53,18 +53,15 @@ def main() -> None:
         }
     d, a = rows["distinct"], rows["all"]
     result = {
-        "name": name, "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, "
-                                 f"{__import__('os').cpu_count()} cores", "master": cfg.master,
+        "name": name, "command": command(__file__), "machine": machine(spark), "master": cfg.master,
         "config": {k: getattr(cfg, k) for k in ("h", "top_g", "batch_size", "lr", "epochs", "patience", "seed")},
         "traces": ingest["traces"], "windows": windows["windows"], "runs": rows,
         "epoch_time_ratio_all_over_distinct": round(a["median_epoch_s"] / d["median_epoch_s"], 2),
         "train_wall_ratio_all_over_distinct": round(a["train_wall_s"] / d["train_wall_s"], 2),
     }
-    out = RESULTS
-    (out / f"train_distinct_{name}.json").write_text(json.dumps(result, indent=2) + "\n")
     lines = [f"# Key LSTM: all windows vs distinct windows ({name})", "",
-             f"Command: `.venv/bin/python bench/train_distinct.py {' '.join(sys.argv[1:])}`", "",
-             f"{result['traces']} traces, {result['windows']} windows, machine: {result['machine']}", "",
+             f"Command: `.venv/bin/python {result['command']}`", "",
+             f"{result['traces']} traces, {result['windows']} windows, machine: {machine_line(result['machine'])}", "",
              "| mode | rows/epoch | epochs (best) | median epoch s | median windows/s | train wall s | best val loss | best val top-g recall |",
              "|---|---|---|---|---|---|---|---|"]
     for mode, r in rows.items():
@@ -73,8 +70,7 @@ def main() -> None:
                      f"{r['best_val_loss']:.4f} | {r['best_val_top_g_recall']:.4f} |")
     lines += ["", f"Epoch time ratio (all / distinct, medians): {result['epoch_time_ratio_all_over_distinct']}; "
                   f"training wall-time ratio: {result['train_wall_ratio_all_over_distinct']}."]
-    (out / f"train_distinct_{name}.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results(f"train_distinct_{name}", result, "\n".join(lines) + "\n")
     spark.stop()
 
 

@@ -25,13 +25,12 @@ import sys
 import time
 from pathlib import Path
 
-from _common import tables_bench_args, write_results
+from _common import REPO, command, tables_bench_args, write_results
 
-REPO = Path(__file__).resolve().parent.parent
 LAUNCHERS = ("local", "torchrun", "spark")
 
 
-def command(launcher: str, tables: str, artifacts: str) -> list[str]:
+def launch_command(launcher: str, tables: str, artifacts: str) -> list[str]:
     trainer = ["-m", "deeplog_spark.nn.local", "--task", "key", "--tables_root", tables, "--artifacts_root", artifacts]
     if launcher == "local":
         return [sys.executable, *trainer]
@@ -48,7 +47,7 @@ def main() -> None:
         for launcher in LAUNCHERS:
             artifacts = scratch / f"{launcher}_{r}"
             t0 = time.perf_counter()
-            done = subprocess.run(command(launcher, tables, str(artifacts)), capture_output=True, text=True, cwd=REPO)
+            done = subprocess.run(launch_command(launcher, tables, str(artifacts)), capture_output=True, text=True, cwd=REPO)
             if done.returncode:
                 raise SystemExit(f"{' '.join(done.args)} exited {done.returncode}:\n{done.stderr[-3000:]}")
             history = json.loads(next(artifacts.glob("runs/*/key_history.json")).read_text())["history"]
@@ -58,7 +57,7 @@ def main() -> None:
                          "val_loss": min(h["val_loss"] for h in history),
                          "process_seconds": round(time.perf_counter() - t0, 1)})
             print(json.dumps(runs[-1]), flush=True)
-    out = {"name": name, "command": "bench/train_launchers.py " + " ".join(sys.argv[1:]), "runs": runs}
+    out = {"name": name, "command": command(__file__), "runs": runs}
     write_results(f"train_launchers_{name}", out, markdown(out))
 
 

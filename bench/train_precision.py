@@ -18,18 +18,15 @@ import sys
 import tempfile
 import time
 
-from deeplog_spark.config import pop_option
 
-from _common import RESULTS
+from _common import command, options, write_results
 
 PRECISIONS = ("fp32", "bf16")
 
 
 def main() -> None:
-    args, name = pop_option(sys.argv[1:], "name", "bench")
-    args, tables = pop_option(args, "tables_root", "")
-    args, tasks = pop_option(args, "tasks", "key,value")
-    args, repeats = pop_option(args, "repeats", "2")
+    opts, args = options({"name": "bench", "tables_root": "", "tasks": "key,value", "repeats": "2"})
+    name, tables, tasks, repeats = (opts[o] for o in ("name", "tables_root", "tasks", "repeats"))
     if not tables or args:
         raise SystemExit("usage: train_precision.py --tables_root DIR [--name NAME] [--tasks key,value] [--repeats N]")
     scratch = tempfile.mkdtemp(prefix="train_precision_")
@@ -50,8 +47,7 @@ def main() -> None:
                              "epochs": summary["epochs"], "best_epoch": summary["best_epoch"],
                              "process_seconds": round(time.perf_counter() - t0, 1)})
                 print(json.dumps(runs[-1]), flush=True)
-    out = {"name": name, "command": "bench/train_precision.py " + " ".join(sys.argv[1:]), "runs": runs}
-    (RESULTS / f"train_precision_{name}.json").write_text(json.dumps(out, indent=2) + "\n")
+    out = {"name": name, "command": command(__file__), "runs": runs}
     lines = [f"# Training precision: fp32 against bf16 autocast ({name})", "",
              f"Command: `.venv/bin/python {out['command']}`. The product's Spark-free trainer "
              "(`deeplog_spark.nn.local`), one fresh process per run, the precisions alternating. Seconds: every "
@@ -66,8 +62,7 @@ def main() -> None:
             lines.append(f"| {task} | {p} | {med[p]:.1f} | {', '.join(str(x['train_seconds']) for x in mine)} | "
                          f"{', '.join(format(x['val_loss'], '.4f') for x in mine)} | "
                          f"{med['fp32'] / med[p]:.2f}x |")
-    (RESULTS / f"train_precision_{name}.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results(f"train_precision_{name}", out, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -16,14 +16,12 @@ from __future__ import annotations
 
 import statistics
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
-from deeplog_spark.config import pop_option
 
-from _common import write_results
-from side_by_side import REPO, one_run
+from _common import REPO, command, options, write_results
+from side_by_side import one_run
 
 COLUMNS = (("train stage s", "train_stage_s", 1), ("key s", "key_s", 1), ("value s", "value_s", 1),
            ("launch s", "launch_s", 1), ("key median epoch s", "key_epoch_s", 2), ("key val loss", "key_val_loss", 4),
@@ -31,10 +29,8 @@ COLUMNS = (("train stage s", "train_stage_s", 1), ("key s", "key_s", 1), ("value
 
 
 def main() -> None:
-    args, name = pop_option(sys.argv[1:], "name", "bench")
-    args, tables = pop_option(args, "tables_root", "")
-    args, base = pop_option(args, "base", "")
-    args, repeats = pop_option(args, "repeats", "2")
+    opts, args = options({"name": "bench", "tables_root": "", "base": "", "repeats": "2"})
+    name, tables, base, repeats = (opts[o] for o in ("name", "tables_root", "base", "repeats"))
     if not tables or not base or args:
         raise SystemExit("usage: train_revisions.py --tables_root DIR --base REV [--name NAME] [--repeats N]")
     scratch = Path(tempfile.mkdtemp(prefix="train_revisions_"))
@@ -57,7 +53,7 @@ def main() -> None:
                 print(runs[-1], flush=True)
     finally:
         subprocess.run(["git", "worktree", "remove", "--force", str(worktree)], cwd=REPO, check=False)
-    out = {"name": name, "command": "bench/train_revisions.py " + " ".join(sys.argv[1:]), "base": commit,
+    out = {"name": name, "command": command(__file__), "base": commit,
            "checkouts": list(checkouts), "runs": runs}
     write_results(f"train_revisions_{name}", out, markdown(out))
 

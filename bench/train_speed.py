@@ -34,21 +34,20 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from deeplog_spark.config import Config, parse_overrides, pop_option
+from deeplog_spark.core.config import Config, parse_overrides
 from deeplog_spark.nn.local import key_rows, read_delta
 from deeplog_spark.nn.model import KeyLSTM, KeyModelConfig
 from deeplog_spark.nn.sources import ArraySource, CountSampledSource, key_columns
 from deeplog_spark.nn.trainer import _batch_loss, adam, autocast_context, autocast_dtype, evaluate, seed_everything
-from deeplog_spark.train_job import markers
+from deeplog_spark.train.job import markers
 
-from _common import RESULTS
+from _common import command, options, write_results
 
 #: name -> (draws per step, peak lr, steps, sampling power); the spec reference is run besides.
 CANDIDATES = {
@@ -179,15 +178,12 @@ def run_spec(cfg, vocab, train_cols, val, epochs: int) -> dict:
 
 
 def main() -> None:
-    args = sys.argv[1:]
-    args, name = pop_option(args, "name", "bench")
-    args, spec_epochs = pop_option(args, "spec_epochs", "20")
-    args, eval_steps = pop_option(args, "eval_steps", "100")
-    args, only = pop_option(args, "only", "")
-    # the candidates' training precisions (train_precision), each a recipe of its own: fp32,bf16
-    args, precisions = pop_option(args, "precisions", "fp32")
-    # the target from a committed full-data run (its key history) instead of running the spec here
-    args, target_from = pop_option(args, "target_from", "")
+    # precisions: the candidates' training precisions (train_precision), each a recipe of its own: fp32,bf16;
+    # target_from: the target from a committed full-data run (its key history) instead of running the spec here
+    opts, args = options({"name": "bench", "spec_epochs": "20", "eval_steps": "100", "only": "", "precisions": "fp32",
+                          "target_from": ""})
+    name, spec_epochs, eval_steps, only, precisions, target_from = (
+        opts[k] for k in ("name", "spec_epochs", "eval_steps", "only", "precisions", "target_from"))
     cfg = Config.load(overrides=parse_overrides(args))
     torch.set_num_threads(os.cpu_count() or 1)
     traces, version = read_delta(Path(cfg.tables_root) / "traces", ["split", "label", "events"])
@@ -195,7 +191,7 @@ def main() -> None:
     m = markers(cfg, vocab)
     train_cols = key_columns(*key_rows(traces, "train", cfg.h, m))
     val = ArraySource(key_columns(*key_rows(traces, "val", cfg.h, m)), batch_size=4096)
-    out = {"name": name, "command": "bench/train_speed.py " + " ".join(sys.argv[1:]), "torch_threads": torch.get_num_threads(),
+    out = {"name": name, "command": command(__file__), "torch_threads": torch.get_num_threads(),
            "train_rows": len(train_cols["target"]), "train_windows": int(train_cols["weight"].sum()),
            "val_rows": len(val), "h": cfg.h, "session_markers": cfg.session_markers, "recipes": {}}
     print(f"{out['train_rows']} distinct training rows ({out['train_windows']} windows), {len(val)} val rows", flush=True)
@@ -232,10 +228,7 @@ def main() -> None:
         hit = next((c for c in r["curve"] if target is not None and c["val_loss"] <= target), None)
         r["seconds_to_target"] = hit["seconds"] if hit else None
     out["target_val_loss"] = target
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"train_speed_{name}.json").write_text(json.dumps(out, indent=2) + "\n")
-    (RESULTS / f"train_speed_{name}.md").write_text(markdown(out))
-    print(markdown(out))
+    write_results(f"train_speed_{name}", out, markdown(out))
 
 
 def markdown(out: dict) -> str:

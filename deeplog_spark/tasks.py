@@ -110,10 +110,9 @@ def _full(spark, cfg, opts):
 
 def _register(spark, cfg, opts):
     # the stage loads when its task runs, so --help and flag checks stay fast
-    from deeplog_spark.core.names import ALL_TABLES
-
-    # the stage loads when its task runs, so --help and flag checks stay fast
-    from deeplog_spark.core.tables import register, table_exists
+    from deeplog_spark.core.names import ALL_TABLES, DETECTION_RUNS
+    from deeplog_spark.core.tables import read_table, register, table_exists
+    from deeplog_spark.detect.verdicts import create_latest_view
 
     if not cfg.catalog_schema:
         raise ConfigError("--task register needs catalog_schema (e.g. --catalog_schema deeplog)")
@@ -123,7 +122,19 @@ def _register(spark, cfg, opts):
         if table_exists(spark, ref.path):
             register(spark, ref)
             done[ref.name] = ref.path
-    return {"catalog_schema": cfg.catalog_schema, "registered": done}
+    out = {"catalog_schema": cfg.catalog_schema, "registered": done}
+    if table_exists(spark, cfg.table(DETECTION_RUNS).path):  # the view follows the newest detection's model
+        newest = read_table(spark, cfg.table(DETECTION_RUNS)).orderBy("detected_at", ascending=False).first()
+        create_latest_view(spark, cfg, newest["run_id"], newest["g"], newest["k"])
+        out["latest_verdicts"] = {"run_id": newest["run_id"], "g": newest["g"], "k": newest["k"]}
+    return out
+
+
+def _maintain(spark, cfg, opts):
+    # the stage loads when its task runs, so --help and flag checks stay fast
+    from deeplog_spark.core.maintenance import run_maintenance
+
+    return run_maintenance(spark, cfg)
 
 
 def _generate(spark, cfg, opts):
@@ -155,10 +166,13 @@ TASKS: dict[str, Task] = {
                       "trained elsewhere (e.g. on a GPU machine by deeplog_spark.nn.local)",
                       "runs/<run>/count_model.json, pca_model.json, calibration.json; table count_patterns",
                       _calibrate, ("model",)),
-    "detect": Task("verdicts per session: the run's fused detector (with reasons) and DeepLog's rule at --top_g/--k_sigma",
-                   "tables predictions, verdicts; runs/<run>/detection/detection_stats_g<G>_k<K>.json", _detect,
+    "detect": Task("verdicts per session: the run's fused detector (with reasons) and DeepLog's rule at --top_g/--k_sigma; "
+                   "--alert_webhook posts the new anomalies",
+                   "tables predictions, verdicts, detection_runs (and the view latest_verdicts with a catalog); "
+                   "runs/<run>/detection/detection_stats_g<G>_k<K>.json", _detect,
                    ("model",)),
-    "eval": Task("session metrics per split of every detector, the fused one and the baselines",
+    "eval": Task("session metrics per split of every detector, the fused one and the baselines (--ingest_batch: "
+                 "every labelled session of one batch)",
                  "table metrics; runs/<run>/eval/metrics.json, classification_report.md, "
                  "f1_latency_table.csv, roc_curve.png, f1_comparison_bar.png", _eval, ("model",)),
     "visual": Task("workflow graph of normal training sessions, anomalous transitions in red",
@@ -168,6 +182,8 @@ TASKS: dict[str, Task] = {
                    "<artifacts_root>/online/update_log.json", _online, ("model", "normal_blocks")),
     "register": Task("register the existing tables under tables_root in the catalog as <catalog_schema>.<name>",
                      "catalog entries (external Delta tables; data and history stay at tables_root)", _register),
+    "maintain": Task("OPTIMIZE every table and VACUUM the files older versions need, keeping retention_days of time "
+                     "travel", "compacted tables (DESCRIBE HISTORY shows OPTIMIZE and VACUUM)", _maintain),
     "generate": Task("write a SYNTHETIC full-size workload resampled from the real sample (--gen_blocks)",
                      "<gen_out>/Event_traces.csv/, anomaly_label.csv/, GENERATED.md", _generate),
     "full-pipeline": Task("ingest (--input event_traces|sequences|raw_logs) -> both -> detect -> eval -> visual",

@@ -85,8 +85,7 @@ def test_catalog_tables_in_a_second_process_and_over_jdbc(spark, own_full_run, t
     try:
         assert started.returncode == 0, started.stderr[-3000:]
         assert started.stdout.strip() == f"jdbc:hive2://127.0.0.1:{port}"
-        query = ("SELECT block_id, anomalous, count_score FROM deeplog.verdicts ORDER BY block_id; "
-                 "SELECT detector, split, f1 FROM deeplog.metrics WHERE split = 'test' ORDER BY detector")
+        query = "; ".join(JDBC_QUERIES.values())
         got = subprocess.run([str(REPO / "scripts" / "thriftserver.sh"), "beeline", "-e", query], env=env,
                              capture_output=True, text=True, timeout=300)
         assert got.returncode == 0, got.stderr[-3000:]
@@ -96,12 +95,36 @@ def test_catalog_tables_in_a_second_process_and_over_jdbc(spark, own_full_run, t
     with socket.socket() as s:  # stopped: the port is free again
         s.bind(("127.0.0.1", int(port)))
 
-    blocks = [b for b in got.stdout.split("block_id,anomalous,count_score\n")[1:]]
-    rows = list(csv.DictReader(io.StringIO("block_id,anomalous,count_score\n" + blocks[0].split("detector,")[0])))
+    out = {header: _section(got.stdout, header) for header in JDBC_QUERIES}
+    rows = out["block_id,anomalous,count_score"]
     want = stored.select("block_id", "anomalous", "count_score").orderBy("block_id").collect()
     assert len(rows) == len(want) > 0
     assert [(r["block_id"], r["anomalous"] == "true") for r in rows] == [(w.block_id, w.anomalous) for w in want]
-    metrics = list(csv.DictReader(io.StringIO("detector," + got.stdout.split("\ndetector,", 1)[1])))
+    metrics = out["detector,split,f1"]
     stored_m = spark.read.format("delta").load(cfg.table_path("metrics")).where("split = 'test'")
     assert len(metrics) == stored_m.count() > 0
     assert {m["detector"] for m in metrics} == {r.detector for r in stored_m.select("detector").collect()}
+    # the analysts' queries: what is anomalous now, and the detections an alert watches
+    latest = [r["latest_block"] for r in out["latest_block"]]
+    assert latest == sorted(w.block_id for w in want if w.anomalous) and latest
+    runs = spark.read.format("delta").load(cfg.table_path("detection_runs")).orderBy("detected_at").collect()
+    assert [(r["detection_id"], int(r["anomalies"])) for r in out["detection_id,anomalies,new_anomalies"]] == \
+        [(r.detection_id, r.anomalies) for r in runs] and runs
+
+
+#: The queries beeline runs over JDBC, by the header of their result.
+JDBC_QUERIES = {
+    "block_id,anomalous,count_score": "SELECT block_id, anomalous, count_score FROM deeplog.verdicts ORDER BY block_id",
+    "detector,split,f1": "SELECT detector, split, f1 FROM deeplog.metrics WHERE split = 'test' ORDER BY detector",
+    "latest_block": "SELECT block_id AS latest_block FROM deeplog.latest_verdicts WHERE anomalous ORDER BY latest_block",
+    "detection_id,anomalies,new_anomalies": "SELECT detection_id, anomalies, new_anomalies FROM deeplog.detection_runs "
+                                            "ORDER BY detected_at",
+}
+
+
+def _section(stdout: str, header: str) -> list[dict]:
+    """The CSV rows beeline printed under ``header``, up to the next query's header."""
+    lines = stdout.split("\n")
+    start = lines.index(header)
+    end = next((i for i in range(start + 1, len(lines)) if lines[i] in JDBC_QUERIES or not lines[i].strip()), len(lines))
+    return list(csv.DictReader(io.StringIO("\n".join(lines[start:end]))))

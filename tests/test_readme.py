@@ -32,13 +32,15 @@ def built_tables(spark, full_run, tmp_path_factory):
     shutil.copytree(cfg.tables_root, root)
     built = cfg.replace(tables_root=str(root), catalog_schema="deeplog")
     run_windows(spark, built)
+    from deeplog_spark import tasks
     from deeplog_spark.core.names import ALL_TABLES
-    from deeplog_spark.core.tables import register, table_exists
+    from deeplog_spark.core.tables import table_exists
 
     spark.sql("DROP SCHEMA IF EXISTS deeplog CASCADE")  # names of this copy, in the test session's catalog
-    for name in ALL_TABLES:
-        if table_exists(spark, built.table_path(name)):
-            register(spark, built.table(name))
+    registered = tasks.run(spark, built, {"task": "register"})  # the tables, and the latest_verdicts view
+    assert set(registered["registered"]) == {f"deeplog.{name}" for name in ALL_TABLES
+                                             if table_exists(spark, built.table_path(name))}
+    assert registered["latest_verdicts"]["run_id"] == summary["train"]["run_id"]
     return root.resolve()
 
 

@@ -91,6 +91,7 @@ class Config:
     catalog_schema: str = _field("tables", "also register every table in the session catalog as SCHEMA.<name> (or "
                                            "CATALOG.SCHEMA.<name>) and read and write it by name; '' = paths only")
     shared_storage: bool = _field("tables", "artifacts_root is a mount every cluster node sees (for local_mode=false)")
+    retention_days: int = _field("tables", "--task maintain: days of time travel kept; older files are vacuumed")
     # [split]
     seed: int = _field("split", "seed of the BlockId hash split")
     train_ratio: float = _field("split", "share of blocks in train")
@@ -137,6 +138,8 @@ class Config:
     detect_batch_size: int = _field("detect", "rows per Arrow batch of the scoring passes (sequences or sessions)")
     predictions: str = _field("detect", "per-window predictions rows: 'anomalous' (sessions flagged by a rule) or 'all'")
     calibration_fpr: float = _field("detect", "without labelled anomalies in val: thresholds at this val false-positive rate")
+    alert_webhook: str = _field("detect", "POST a JSON summary to this http(s) URL when a detection finds new anomalies "
+                                          "('' = no alert)")
     # [online]
     online_split: str = _field("online", "split whose false positives the online update learns from")
     online_epochs: int = _field("online", "fine-tuning epochs of the online update")
@@ -369,6 +372,9 @@ def _validate(cfg: Config) -> None:
            "must be in (0, window_seconds]: a larger step would leave lines in no window")
     _check(cfg.predictions in ("anomalous", "all"), "predictions", cfg.predictions, "must be 'anomalous' or 'all'")
     _check(0.0 < cfg.calibration_fpr < 1.0, "calibration_fpr", cfg.calibration_fpr, "must be in (0, 1)")
+    _check(cfg.retention_days >= 1, "retention_days", cfg.retention_days, "must be >= 1")
+    _check(cfg.alert_webhook == "" or bool(re.match(r"^https?://[^\s/]+", cfg.alert_webhook)), "alert_webhook",
+           cfg.alert_webhook, "must be an http:// or https:// URL (or '' for no alert)")
     _check(cfg.steps_per_epoch >= 0, "steps_per_epoch", cfg.steps_per_epoch, "must be >= 0 (0 = one pass)")
     for key in ("h", "embed_dim", "value_event_dim", "value_chunk", "key_hidden", "key_layers", "value_hidden", "value_layers",
                 "value_batch_size", "value_epochs",

@@ -21,9 +21,13 @@ TEMPLATE_COUNTS = "template_counts"
 COUNT_PATTERNS = "count_patterns"
 #: the Drain3 miner of mined templates (one row: its JSON state), so later batches get the same ids
 MINER_STATE = "miner_state"
+#: one row per detection (when, which model, what it found), for SQL alerts
+DETECTION_RUNS = "detection_runs"
+#: the view of the newest final verdict per session of the newest detection's model (with a catalog)
+LATEST_VERDICTS = "latest_verdicts"
 #: Every table a stage writes (``--task register`` registers the existing ones in the catalog).
 ALL_TABLES = (TEMPLATES, TRACES, INGEST_REJECTS, WINDOWS, PREDICTIONS, VERDICTS, METRICS, TEMPLATE_COUNTS,
-              COUNT_PATTERNS, MINER_STATE)
+              COUNT_PATTERNS, MINER_STATE, DETECTION_RUNS)
 
 #: Event id used to left-pad windows of sessions shorter than h+1; real event ids start at 1.
 PADDING_ID = 0

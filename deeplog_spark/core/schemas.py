@@ -16,7 +16,9 @@ from pyspark.sql.types import (
 # the plain names, re-exported so `schemas.TRACES` and `schemas.Reason` read as before
 from deeplog_spark.core.names import (  # noqa: F401
     COUNT_PATTERNS,
+    DETECTION_RUNS,
     INGEST_REJECTS,
+    LATEST_VERDICTS,
     METRICS,
     MINER_STATE,
     PADDING_ID,
@@ -99,5 +101,17 @@ METRICS_SCHEMA = StructType(
     + [StructField("auroc", DoubleType(), True),
        # the verdicts evaluated: detect's (g, k); a re-run of that evaluation replaces these rows
        StructField("detect_g", IntegerType(), False), StructField("detect_k", DoubleType(), False),
-       StructField("evaluated_at", TimestampType(), False)]
+       StructField("evaluated_at", TimestampType(), False),
+       # the batch evaluated (eval --ingest_batch: split "all"); null for the whole detection
+       StructField("ingest_batch", StringType(), True)]
+)
+
+DETECTION_RUNS_SCHEMA = StructType(
+    [StructField("detection_id", StringType(), False), StructField("detected_at", TimestampType(), False),
+     StructField("run_id", StringType(), False), StructField("g", IntegerType(), False),
+     StructField("k", DoubleType(), False), StructField("model", StringType(), False),
+     StructField("registered_version", StringType(), True), StructField("ingest_batch", StringType(), True),
+     StructField("sessions", LongType(), False), StructField("anomalies", LongType(), False),
+     StructField("deeplog_anomalies", LongType(), False), StructField("new_anomalies", LongType(), False),
+     StructField("seconds", DoubleType(), False), StructField("alert_status", StringType(), True)]
 )

@@ -17,7 +17,9 @@ import time
 from typing import Callable, Mapping, Sequence, TypeVar, Union
 
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 
+from deeplog_spark.core import table_docs
 from deeplog_spark.core.errors import InputError
 from deeplog_spark.core.names import TableRef
 
@@ -66,7 +68,9 @@ def is_conflict(exc: BaseException) -> bool:
     # the same conflicts when they reach Python wrapped in another error: by class or error name
     text = str(exc)
     return any(s in text for s in ("ProtocolChangedException", "MetadataChangedException", "ConcurrentAppendException",
-                                   "DELTA_CONCURRENT_", "DELTA_PROTOCOL_CHANGED", "DELTA_METADATA_CHANGED"))
+                                   "DELTA_CONCURRENT_", "DELTA_PROTOCOL_CHANGED", "DELTA_METADATA_CHANGED",
+                                   # two writers creating one table: the second finds it there
+                                   "TABLE_OR_VIEW_ALREADY_EXISTS", "DELTA_TABLE_ALREADY_EXISTS"))
 
 
 def commit_with_retry(commit: Callable[[], T], what: str, attempts: int = COMMIT_ATTEMPTS,
@@ -124,9 +128,16 @@ def replace_where(df: DataFrame, path: Table, cond: str, partition_by: Sequence[
     refuse_foreign(spark, ref.path)
     if ref.name:
         register(spark, ref)
+    df = documented(df, table_name(ref))
+
+    over_orphans = []
 
     def commit() -> None:
-        if whole or not table_exists(spark, ref):
+        if not table_exists(spark, ref):
+            if create(df, ref, partition_by, properties):
+                return
+            over_orphans.append(True)
+        if whole or over_orphans:
             writer = df.write.format("delta").mode("overwrite").option("overwriteSchema", "true")
             writer = writer.partitionBy(*partition_by) if partition_by else writer
             for key, value in (properties or {}).items():
@@ -140,6 +151,55 @@ def replace_where(df: DataFrame, path: Table, cond: str, partition_by: Sequence[
             writer.save(ref.path)
 
     commit_with_retry(commit, str(ref))
+    description = table_docs.table_comment(table_name(ref))
+    if over_orphans and description:  # created by an overwrite, which sets no description
+        spark.sql(f"ALTER TABLE {ref.sql} SET TBLPROPERTIES ('comment' = '{_sql_str(description)}')")
+
+
+def create(df: DataFrame, ref: TableRef, partition_by: Sequence[str] = (),
+           properties: Mapping[str, str] | None = None) -> bool:
+    """Create the Delta table ``ref`` from ``df`` in one commit, with its description
+    (:mod:`deeplog_spark.core.table_docs`) and ``properties``; a named table is external, at its
+    location. Raises when another writer created it first (a conflict: the caller retries).
+
+    Returns False, having written nothing, when the location holds the files of a first write that
+    was killed before its commit (no table yet): the caller overwrites them as before, and the
+    description is set after that commit."""
+    writer = df.writeTo(ref.name or f"delta.`{ref.path}`").using("delta")
+    if ref.name:
+        writer = writer.tableProperty("location", ref.path)
+    description = table_docs.table_comment(table_name(ref))
+    if description:
+        writer = writer.tableProperty("comment", description)
+    for key, value in (properties or {}).items():
+        writer = writer.tableProperty(key, value)
+    if partition_by:
+        writer = writer.partitionedBy(*[F.col(c) for c in partition_by])
+    try:
+        writer.create()
+    except Exception as exc:  # noqa: BLE001 - an AnalysisException of either client
+        spark = df.sparkSession
+        if "TABLE_OR_VIEW_ALREADY_EXISTS" not in str(exc) or table_exists(spark, ref):
+            raise
+        log.warning("%s: files of an earlier write that never committed are in the way; overwriting them", ref)
+        return False
+    return True
+
+
+def table_name(ref: TableRef) -> str:
+    """The table's own name (the last part of its location: tables live at <tables_root>/<name>)."""
+    return ref.path.rstrip("/").rsplit("/", 1)[-1]
+
+
+def documented(df: DataFrame, table: str) -> DataFrame:
+    """``df`` with the comment of each of its columns (:mod:`deeplog_spark.core.table_docs`) in
+    the column's metadata, where Delta keeps it as the column comment when it creates the table
+    or adds the column."""
+    comments = {c: table_docs.column_comment(table, c) for c in df.columns}
+    if not any(comments.values()):
+        return df
+    return df.select(*[F.col(f"`{c}`").alias(c, metadata={"comment": text}) if text else F.col(f"`{c}`")
+                       for c, text in comments.items()])
 
 
 def register(spark: SparkSession, ref: TableRef) -> None:

@@ -19,6 +19,8 @@ sessions the fused verdict flags; every window with ``predictions = "all"``). Bo
 
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
 import logging
 import math
 import time
@@ -31,11 +33,12 @@ from deeplog_spark.core import schemas
 from deeplog_spark.core.config import Config
 from deeplog_spark.core.errors import InputError
 from deeplog_spark.core.logs import stage
-from deeplog_spark.core.runs import detection_rows, detection_stats_path, write_json
-from deeplog_spark.core.tables import read_table, replace_where, table_exists
+from deeplog_spark.core.runs import detection_rows, detection_stats_path, read_json, write_json
+from deeplog_spark.core.tables import read_table, replace_where, table_exists, table_version
 from deeplog_spark.detect.bundle import ModelBundle
 from deeplog_spark.detect.scores import key_window_rows, model_ids, sequence_scores, sequences, value_per_session
 from deeplog_spark.features.windows import event_index, window_at
+from deeplog_spark.integrations.alerts import post_alert
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +48,13 @@ VERDICT_COLUMNS = ("run_id", "g", "k", "block_id", "split", "label", "ingest_bat
                    "max_key_score", "max_value_error", "count_score", "exact_anomalous", "pca_spe",
                    "first_anomalous_position", "first_anomaly_window", "first_anomaly_next_event",
                    "first_anomaly_reason")
+#: What each verdict row adds about the detection that wrote it (:func:`run_detect`).
+DETECTION_COLUMNS = ("detection_id", "detected_at", "verdict_status", "registered_version")
+#: A verdict of a complete session: it will not change (the session rule of scheduled scoring adds
+#: provisional verdicts of sessions still open).
+FINAL = "final"
+#: New anomalies listed in an alert's JSON, at most.
+ALERT_SESSIONS = 20
 #: A verdict's reason adds the key model's most surprising step when its probability is below this.
 WHERE_P = 0.01
 #: The order in which the fused members' reasons are told.
@@ -278,10 +288,16 @@ def run_detect(spark: SparkSession, cfg: Config, model: str | None = None) -> di
                 raise InputError(f"no traces of batch {batch!r}: ingest it first")
         traces = traces.select("block_id", "split", "label", "ingest_batch", "events", "intervals")
         t0 = time.perf_counter()
+        detected_at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+        detection_id = hashlib.sha256(f"{bundle.run_id}|{g}|{k}|{batch}|{detected_at.isoformat()}".encode()).hexdigest()[:16]
+        version = registered_version(bundle)
         sessions, cached = score_sessions(spark, cfg, bundle, traces, g, k)
-        verdicts = _deeplog_evidence(decide(sessions, bundle, g, k), bundle)
+        verdicts = _deeplog_evidence(decide(sessions, bundle, g, k), bundle).select(
+            *VERDICT_COLUMNS, F.lit(detection_id).alias("detection_id"), F.lit(detected_at).cast("timestamp").alias("detected_at"),
+            F.lit(FINAL).alias("verdict_status"), F.lit(version).cast("string").alias("registered_version"))
         vpath = cfg.table(schemas.VERDICTS)
-        replace_where(verdicts.drop("events"), vpath, detection_rows(bundle.run_id, g, k, batch), partition_by=["run_id"],
+        before = table_version(spark, vpath) if table_exists(spark, vpath) else None
+        replace_where(verdicts, vpath, detection_rows(bundle.run_id, g, k, batch), partition_by=["run_id"],
                       properties=table_properties(schemas.VERDICTS))
         mine = read_table(spark, vpath).where(detection_rows(bundle.run_id, g, k, batch))
         counts = mine.agg(F.count(F.lit(1)).alias("sessions"), F.sum(F.col("anomalous").cast("int")).alias("anomalous"),
@@ -307,6 +323,63 @@ def run_detect(spark: SparkSession, cfg: Config, model: str | None = None) -> di
                  "deeplog_anomalous_sessions": int(counts["deeplog"] or 0), "predictions": cfg.predictions,
                  "verdict_seconds": round(verdict_s, 2), "scoring_seconds": round(score_s, 2),
                  "windows_per_s": round((counts["windows"] or 0) / max(score_s, 1e-9), 1)}
+        stats.update(record_detection(spark, cfg, bundle, stats, mine, before, detection_id, detected_at, version,
+                                      model, time.perf_counter() - t0))
         write_json(detection_stats_path(bundle.dir, g, k, batch), stats)
+        if cfg.catalog_schema:
+            create_latest_view(spark, cfg, bundle.run_id, g, k)
         st.update(stats)
     return stats
+
+
+def registered_version(bundle: ModelBundle) -> str | None:
+    """The MLflow registered model version of the run (recorded when training registered it)."""
+    ids = bundle.dir / "mlflow.json"
+    return read_json(ids).get("registered_version") if ids.is_file() else None
+
+
+def record_detection(spark: SparkSession, cfg: Config, bundle: ModelBundle, stats: dict, mine: DataFrame,
+                     before: int | None, detection_id: str, detected_at: dt.datetime, version: str | None,
+                     model: str | None, seconds: float) -> dict:
+    """Count the anomalies the previous detection of this model and (g, k) did not flag (the
+    verdicts table's version ``before`` this detection wrote), alert on them when
+    ``alert_webhook`` is set, and write the detection's row of ``detection_runs``."""
+    g, k = stats["g"], stats["k"]
+    flagged = mine.where(F.col("anomalous"))
+    if before is None:
+        new = flagged
+    else:
+        earlier = (read_table(spark, cfg.table(schemas.VERDICTS), version=before)
+                   .where(detection_rows(bundle.run_id, g, k)).where(F.col("anomalous")).select("block_id"))
+        new = flagged.join(earlier, "block_id", "left_anti")
+    n_new = new.count()
+    alert = None
+    if cfg.alert_webhook and n_new:
+        listed = [r.asDict() for r in new.select("block_id", "split", "detectors", "reason")
+                  .orderBy(F.col("count_score").desc_nulls_last(), F.col("max_key_score").desc_nulls_last(), "block_id")
+                  .limit(ALERT_SESSIONS).collect()]
+        payload = {"detection_id": detection_id, "detected_at": detected_at.isoformat() + "Z", "run_id": bundle.run_id,
+                   "registered_version": version, "g": g, "k": k, "ingest_batch": stats["ingest_batch"],
+                   "sessions": stats["sessions"], "anomalies": stats["anomalous_sessions"], "new_anomalies": n_new,
+                   "new_sessions": listed}
+        alert = post_alert(cfg.alert_webhook, payload)["status"]
+    row = (detection_id, detected_at, bundle.run_id, int(g), float(k), model or "latest", version, stats["ingest_batch"],
+           stats["sessions"], stats["anomalous_sessions"], stats["deeplog_anomalous_sessions"], n_new, round(seconds, 2),
+           alert)
+    replace_where(spark.createDataFrame([row], schemas.DETECTION_RUNS_SCHEMA), cfg.table(schemas.DETECTION_RUNS),
+                  f"detection_id = '{detection_id}'")
+    log.info("detect: %d anomalous sessions, %d new since the previous detection of run %s at g=%d k=%s%s",
+             stats["anomalous_sessions"], n_new, bundle.run_id, g, k, f"; alert {alert}" if alert else "")
+    return {"detection_id": detection_id, "new_anomalies": n_new, "alert": alert}
+
+
+def create_latest_view(spark: SparkSession, cfg: Config, run_id: str, g: int, k: float) -> None:
+    """``<catalog_schema>.latest_verdicts``: one row per session, the newest final verdict of the model
+    and (g, k) of the newest detection (so an analyst's "what is anomalous now" reads one view)."""
+    view, verdicts = cfg.table(schemas.LATEST_VERDICTS).name, cfg.table(schemas.VERDICTS).name
+    spark.sql(f"""CREATE OR REPLACE VIEW {view}
+        COMMENT 'The newest final verdict of every session, from the model and (g, k) of the newest detection'
+        AS SELECT * EXCEPT (_newest) FROM (
+            SELECT *, row_number() OVER (PARTITION BY block_id ORDER BY detected_at DESC) AS _newest
+            FROM {verdicts} WHERE {detection_rows(run_id, g, k)} AND verdict_status = '{FINAL}')
+        WHERE _newest = 1""")

@@ -139,8 +139,12 @@ def histogram(verdicts: DataFrame, table: dict) -> list[dict]:
              "q": r["q"], "n": r["n"]} for r in rows]
 
 
-def metrics_rows(hist: list, table: dict, g: int, k: float) -> tuple[list[dict], dict]:
-    """Metrics per (split, detector, source) and ROC points of the test split from the histogram."""
+#: The split of a batch evaluation: every labelled session of the batch, whatever its split.
+ALL = "all"
+
+
+def metrics_rows(hist: list, table: dict, g: int, k: float, splits: tuple[str, ...] = SPLITS) -> tuple[list[dict], dict]:
+    """Metrics per (split, detector, source) and ROC points of the last split (test) from the histogram."""
     conf: dict = {}
     scores: dict = {}
     for r in hist:
@@ -154,36 +158,48 @@ def metrics_rows(hist: list, table: dict, g: int, k: float) -> tuple[list[dict],
             h[r["q"]] = (neg + (0 if y else r["n"]), pos + (r["n"] if y else 0))
     rows, curves = [], {}
     for (det, src), (_, _, thr) in table.items():
-        for split in SPLITS:
+        for split in splits:
             c = conf.get((split, det, src), {"tp": 0, "fp": 0, "tn": 0, "fn": 0})
             pairs = [(q, n, p) for q, (n, p) in scores.get((split, det, src), {}).items()]
             rows.append({"threshold_source": src, "detector": det, "split": split,
                          "g": int(thr) if det == "key" and thr is not None else g, "k": float(k),
                          "threshold": thr, "sessions": sum(c.values()), **c, **rates(c),
                          "auroc": auroc_from_histogram(pairs)})
-            if split == "test" and pairs and (src != "spec" or det == "deeplog"):
+            if split == splits[-1] and pairs and (src != "spec" or det == "deeplog"):
                 curves.setdefault(det, roc_from_histogram(pairs))
     return rows, curves
 
 
 def run_evaluate(spark: SparkSession, cfg: Config, model: str | None = None) -> dict:
-    """Metrics for the run's verdicts at (top_g, k_sigma): every detector, the fused rule, the baselines."""
+    """Metrics for the run's verdicts at (top_g, k_sigma): every detector, the fused rule, the baselines.
+
+    With ``ingest_batch``: the metrics of that batch's labelled sessions, whatever their split
+    (split ``all``), in the same table, and its reports under ``eval/batch_<batch>/``."""
     with stage("evaluate") as st:
         bundle = ModelBundle(cfg.artifacts_root, model)
-        g, k = cfg.top_g, cfg.k_sigma
+        g, k, batch = cfg.top_g, cfg.k_sigma, cfg.ingest_batch or None
         vpath = cfg.table(schemas.VERDICTS)
         verdicts = read_table(spark, vpath).where(detection_rows(bundle.run_id, g, k)) if _exists(spark, vpath) else None
+        if verdicts is not None and batch:
+            verdicts = verdicts.where(F.col("ingest_batch") == batch).withColumn("split", F.lit(ALL))
         if verdicts is None or verdicts.limit(1).count() == 0:
-            raise InputError(f"no verdicts for run {bundle.run_id} at g={g} k={k}: run detect first")
+            raise InputError(f"no verdicts for run {bundle.run_id} at g={g} k={k}"
+                             + (f" in batch {batch!r}" if batch else "") + ": run detect first")
+        splits = (ALL,) if batch else SPLITS
         table = rules(bundle, g, k)
-        rows, curves = metrics_rows(histogram(verdicts, table), table, g, k)
+        rows, curves = metrics_rows(histogram(verdicts, table), table, g, k, splits)
         now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
-        full = [{**m, "run_id": bundle.run_id, "detect_g": g, "detect_k": float(k), "evaluated_at": now} for m in rows]
+        full = [{**m, "run_id": bundle.run_id, "detect_g": g, "detect_k": float(k), "evaluated_at": now,
+                 "ingest_batch": batch} for m in rows]
         metrics_df = spark.createDataFrame(
             [tuple(r.get(f.name) for f in schemas.METRICS_SCHEMA.fields) for r in full], schemas.METRICS_SCHEMA)
-        # one evaluation = the verdicts of (run_id, g, k): a re-run replaces its rows, others are kept
-        replace_where(metrics_df, cfg.table(schemas.METRICS), _evaluation_rows(bundle.run_id, g, k),
-                      partition_by=["run_id"])
+        # one evaluation = the verdicts of (run_id, g, k[, batch]): a re-run replaces its rows, others are kept
+        mpath = cfg.table(schemas.METRICS)
+        if _exists(spark, mpath) and "ingest_batch" not in read_table(spark, mpath).columns:  # a table of before
+            spark.sql(f"ALTER TABLE {mpath.sql} ADD COLUMNS (ingest_batch STRING)")
+        replace_where(metrics_df, mpath, _evaluation_rows(bundle.run_id, g, k, batch), partition_by=["run_id"])
+        if batch:
+            return _batch_summary(bundle, g, k, batch, full, st)
         out_dir = bundle.dir / "eval"
         stats_path = detection_stats_path(bundle.dir, g, k)
         latency_ms = None
@@ -230,9 +246,24 @@ def _exists(spark: SparkSession, path: str) -> bool:
     return table_exists(spark, path)
 
 
-def _evaluation_rows(run_id: str, g: int, k: float) -> str:
-    """SQL predicate of the metrics rows of one evaluation (run ids are validated: no quotes)."""
-    return f"run_id = '{validate_run_id(run_id)}' AND detect_g = {int(g)} AND detect_k = {float(k)!r}"
+def _evaluation_rows(run_id: str, g: int, k: float, batch: str | None = None) -> str:
+    """SQL predicate of the metrics rows of one evaluation (run ids and batches are validated: no quotes)."""
+    which = f"ingest_batch = '{validate_run_id(batch)}'" if batch else "ingest_batch IS NULL"
+    return f"run_id = '{validate_run_id(run_id)}' AND detect_g = {int(g)} AND detect_k = {float(k)!r} AND {which}"
+
+
+def _batch_summary(bundle: ModelBundle, g: int, k: float, batch: str, full: list[dict], st: dict) -> dict:
+    """A batch evaluation's summary, ``eval/batch_<batch>/metrics.json`` and its classification report."""
+    summary = {"run_id": bundle.run_id, "default": {"g": g, "k": k}, "ingest_batch": batch, "split": ALL,
+               "ms_per_window": None, "calibration": bundle.calibration, "fused_rule": fused_members(bundle, g),
+               "metrics": [{k_: v for k_, v in r.items() if k_ != "evaluated_at"} for r in full]}
+    out_dir = bundle.dir / "eval" / f"batch_{batch}"
+    write_json(out_dir / "metrics.json", summary)
+    _write_reports(out_dir, summary)
+    fused = next(m for m in full if m["detector"] == "fused")
+    st.update(run_id=bundle.run_id, ingest_batch=batch, sessions=fused["sessions"], test_f1=None,
+              batch_f1=round(fused["f1"], 4))
+    return summary
 
 
 #: Row order of the reports: the fused detector, the detectors, the spec and the baselines.
@@ -245,10 +276,12 @@ def _sorted(metrics: list[dict]) -> list[dict]:
 
 
 def test_table(summary: dict) -> str:
-    """Markdown table of the test-split metrics (the fused rule first, then each detector)."""
+    """Markdown table of the test-split metrics (of split ``all`` for a batch evaluation), the fused
+    rule first, then each detector."""
     lines = ["| detector | thresholds | threshold | TP | FP | TN | FN | precision | recall | F1 | FPR | AUROC |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for m in _sorted([m for m in summary["metrics"] if m["split"] == "test"]):
+    split = summary.get("split", "test")
+    for m in _sorted([m for m in summary["metrics"] if m["split"] == split]):
         au = "n/a" if m["auroc"] is None else f"{m['auroc']:.4f}"
         thr = "" if m["threshold"] is None else f"{m['threshold']:.4g}"
         lines.append(f"| {m['detector']} | {m['threshold_source']} | {thr} | {m['tp']} | {m['fp']} | {m['tn']} | "
@@ -262,7 +295,8 @@ def _write_reports(out_dir: Path, summary: dict) -> None:
     report = [f"# Classification report: run {summary['run_id']}", "",
               f"Fused rule (chosen on val): anomalous when {rule}. DeepLog spec rule at g={summary['default']['g']}, "
               f"k={summary['default']['k']}. Session level (BlockId).", "",
-              "## Test split", "", test_table(summary), "", "## All splits", "",
+              ("## Test split" if summary.get("split", "test") == "test" else f"## Batch {summary.get('ingest_batch')}, "
+               "every labelled session"), "", test_table(summary), "", "## All splits", "",
               "| detector | thresholds | split | sessions | precision | recall | F1 | FPR | accuracy | balanced acc. | MCC |",
               "|---|---|---|---|---|---|---|---|---|---|---|"]
     for m in _sorted(summary["metrics"]):
@@ -273,7 +307,7 @@ def _write_reports(out_dir: Path, summary: dict) -> None:
     lat = summary["ms_per_window"]
     csv = ["detector,threshold_source,threshold,test_f1,ms_per_window"]
     for m in _sorted(summary["metrics"]):
-        if m["split"] == "test":
+        if m["split"] == summary.get("split", "test"):
             csv.append(f"{m['detector']},{m['threshold_source']},{'' if m['threshold'] is None else m['threshold']},"
                        f"{m['f1']:.6f},{'' if lat is None else f'{lat:.6f}'}")
     (out_dir / "f1_latency_table.csv").write_text("\n".join(csv) + "\n")

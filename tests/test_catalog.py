@@ -124,7 +124,9 @@ JDBC_QUERIES = {
 
 def _section(stdout: str, header: str) -> list[dict]:
     """The CSV rows beeline printed under ``header``, up to the next query's header."""
-    lines = stdout.split("\n")
-    start = lines.index(header)
-    end = next((i for i in range(start + 1, len(lines)) if lines[i] in JDBC_QUERIES or not lines[i].strip()), len(lines))
-    return list(csv.DictReader(io.StringIO("\n".join(lines[start:end]))))
+    lines = [line.rstrip("\r") for line in stdout.split("\n")]
+    start = next((i for i, line in enumerate(lines) if line.endswith(header)), None)
+    assert start is not None, f"no result headed {header!r} in beeline's output:\n{stdout[:3000]}"
+    end = next((i for i in range(start + 1, len(lines)) if any(lines[i].endswith(h) for h in JDBC_QUERIES)
+                or not lines[i].strip()), len(lines))
+    return list(csv.DictReader(io.StringIO("\n".join([header, *lines[start + 1:end]]))))

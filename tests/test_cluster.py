@@ -24,8 +24,8 @@ from conftest import REPO, copy_tables, submit, summary_of
 
 pytestmark = [pytest.mark.slow, pytest.mark.extended]  # several JVMs at once: `make test-extended`
 
-#: Columns that record when a row was written, not what it says.
-WHEN = ("ingested_at", "evaluated_at")
+#: Columns that record when a row was written (and so which detection wrote it), not what it says.
+WHEN = ("ingested_at", "evaluated_at", "detected_at", "detection_id", "seconds")
 
 
 def _same(spark, a: str, b: str, where=None) -> None:

@@ -79,7 +79,7 @@ def main() -> None:
     counted = with_counts(one)
     if bundle.count is not None:
         timed("count model per distinct sequence", noop(count_per_sequence(
-            counted, count_patterns(spark, cfg, bundle.run_id), bundle.count, templates_map(spark, cfg))))
+            counted, count_patterns(spark, cfg, bundle), bundle.count, templates_map(spark, cfg))))
     if bundle.pca is not None:
         timed("PCA per distinct sequence", noop(pca_per_sequence(spark, counted, bundle.pca)))
     spec = bundle.value_threshold(k)

@@ -93,3 +93,13 @@ def test_table_names_are_validated_and_paths_absolute():
 def _default_conf():
     from deeplog_spark.core.config import DEFAULT_CONFIG_PATH
     return DEFAULT_CONFIG_PATH
+
+
+def test_a_config_file_that_is_not_utf8_is_a_config_error(tmp_path):
+    """Not a UnicodeDecodeError traceback: one ConfigError that names the byte."""
+    from deeplog_spark.core.config import DEFAULT_CONFIG_PATH
+
+    bad = tmp_path / "bad.toml"
+    bad.write_bytes(DEFAULT_CONFIG_PATH.read_bytes().replace(b"# ", b"# \xff", 1))
+    with pytest.raises(ConfigError, match="not UTF-8 text.*0xff"):
+        Config.load(bad)

@@ -1,6 +1,7 @@
 """Detection, calibration and evaluation on hand-made sessions with a small trained key model, and the
 distinct-sequence path against a per-window reference on the embedded sample."""
 
+import datetime as dt
 import shutil
 from pathlib import Path
 
@@ -266,8 +267,17 @@ def test_distinct_sequence_scoring_equals_a_per_window_reference(spark, cfg):
 def test_a_model_is_refused_for_data_it_cannot_score(spark, detect_cfg):
     with pytest.raises(InputError, match="exceeds the model's"):
         run_detect(spark, detect_cfg.replace(top_g=50))
-    with pytest.raises(InputError, match="no traces of batch"):
+    with pytest.raises(InputError, match="no sessions to score in batch 'day3': ingest it first"):
         run_detect(spark, detect_cfg.replace(ingest_batch="day3"))
+
+
+def test_a_batch_whose_every_row_was_rejected_is_an_error_not_zero_verdicts(spark, detect_cfg):
+    from deeplog_spark.core.schemas import INGEST_REJECTS_SCHEMA
+
+    rejected = [("event_traces", "f.csv", "b9", "b9,x", "malformed_features", None, dt.datetime(2026, 1, 1), "day9")] * 3
+    write_table(spark.createDataFrame(rejected, INGEST_REJECTS_SCHEMA), detect_cfg.table_path(schemas.INGEST_REJECTS))
+    with pytest.raises(InputError, match="all 3 of its input rows were rejected"):
+        run_detect(spark, detect_cfg.replace(ingest_batch="day9"))
 
 
 def test_metrics_match_scikit_learn():
@@ -402,3 +412,20 @@ def test_the_verdict_columns_of_every_session_use_no_lambda(spark):
     plan = verdicts._jdf.queryExecution().analyzed().toString()
     assert "first_anomaly_window" in plan and "reason" in plan
     assert "lambdafunction" not in plan.lower(), plan
+
+
+def test_a_run_scores_the_same_from_another_tables_folder(spark, detect_cfg, tmp_path):
+    """The documented way to score new data with an existing model: the run carries its count
+    patterns, so a tables folder without them (or with another run's) scores as the training one;
+    a run that lacks them is refused, not scored with none."""
+    here = run_detect(spark, detect_cfg)
+    fresh = detect_cfg.replace(tables_root=str(tmp_path / "fresh"))
+    for name in (schemas.TRACES, schemas.TEMPLATES):
+        shutil.copytree(detect_cfg.table_path(name), fresh.table_path(name))
+    there = run_detect(spark, fresh)
+    flagged = lambda c: sorted(r.block_id for r in read_table(spark, c.table_path(schemas.VERDICTS)).where("anomalous").collect())  # noqa: E731
+    assert there["anomalous_sessions"] == here["anomalous_sessions"] > 0 and flagged(fresh) == flagged(detect_cfg)
+    (run_dir(detect_cfg.artifacts_root, RUN) / "count_patterns.json").unlink()  # a run trained before it was kept
+    with pytest.raises(InputError, match="normal patterns are neither in its folder"):
+        run_detect(spark, fresh)
+    assert run_detect(spark, detect_cfg)["anomalous_sessions"] == here["anomalous_sessions"]  # the table still has them

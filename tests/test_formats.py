@@ -404,3 +404,24 @@ def test_loghub_converters_write_the_generic_input(tmp_path):
         assert list(csv.reader(fh))[1:] == [["an1/4", "10 2"], ["dn2/7", "6 6 2"]]
     with open(tmp_path / "tb" / "templates.csv") as fh:
         assert [r[0] for r in list(csv.reader(fh))[1:]] == ["E2", "E6", "E10"]
+
+
+def test_loghub_converter_takes_some_files_and_a_templates_file_elsewhere(tmp_path, capsys):
+    """``--only openstack_train`` alone (the way that set is meant to be trained on), ``--templates``
+    elsewhere, and a missing file as one ``error:`` line naming it, exit 2, not a traceback."""
+    from deeplog_spark.ingest.loghub import main
+
+    ait = tmp_path / "ait"
+    ait.mkdir()
+    (ait / "openstack_train").write_text("i-1,1 2 3\ni-2,1 2\n")
+    (tmp_path / "t.csv").write_text("a\nb\nc\n")
+    with pytest.raises(SystemExit) as missing:
+        main(["openstack", str(ait), str(tmp_path / "out"), "--only", "openstack_train"])
+    assert missing.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: openstack: templates file") and "--templates PATH" in err and "Traceback" not in err
+    main(["openstack", str(ait), str(tmp_path / "out"), "--only", "openstack_train", "--templates", str(tmp_path / "t.csv")])
+    assert "'sessions': 2" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as unknown:
+        main(["openstack", str(ait), str(tmp_path / "out"), "--only", "openstack_tran"])
+    assert unknown.value.code == 2 and "openstack_train" in capsys.readouterr().err

@@ -47,6 +47,21 @@ def test_a_batch_ingested_again_is_windowed_again(spark, cfg, tmp_path):
     assert run_windows(spark, c.replace(ingest_batch=""))["windows"] == 0  # and now nothing is stale
 
 
+def test_a_replacing_ingest_then_windows_append_keeps_no_stale_windows(spark, cfg, tmp_path):
+    """The windows of batches a replacing ingest removed from ``traces`` are dropped, not kept."""
+    old = _traces(tmp_path / "old.csv", [f'blk_o{i},"[E5,E22,E5]"' for i in range(3)])
+    new = _traces(tmp_path / "new.csv", [f'blk_n{i},"[E5,E22]"' for i in range(2)])
+    c = cfg.replace(anomaly_labels="")
+    run_ingest(spark, c.replace(event_traces=old, ingest_batch="day1"))
+    run_windows(spark, c)
+    run_ingest(spark, c.replace(event_traces=new, ingest_batch="day2"))  # replaces the tables: day1 is gone
+    got = run_windows(spark, c.replace(append=True))
+    assert got["batches"] == "day1,day2"
+    windows = read_table(spark, cfg.table_path(schemas.WINDOWS))
+    assert {r.block_id for r in windows.collect()} == {"blk_n0", "blk_n1"}
+    assert run_windows(spark, c.replace(append=True))["windows"] == 0  # and now nothing is stale
+
+
 def test_windows_of_another_length_are_refused_in_one_table(spark, cfg):
     run_ingest(spark, cfg)
     run_windows(spark, cfg.replace(h=5))

@@ -39,7 +39,8 @@ LABELS = {  # BlockId -> (line, reason)
     "blk_ok2": ("blk_ok2,Anomaly", None),
     "blk_badfeat": ("blk_badfeat,Normal", None),  # its trace is rejected, but the block is known
     "blk_nobody": ("blk_nobody,Anomaly", Reason.LABEL_UNKNOWN_BLOCK),
-    "blk_twice": ("blk_twice,Normal\nblk_twice,Anomaly", Reason.DUPLICATE_LABEL),
+    "blk_twice": ("blk_twice,Normal\nblk_twice,Anomaly", Reason.CONFLICTING_LABEL),
+    "blk_same": ("blk_same,Normal\nblk_same,Normal", Reason.DUPLICATE_LABEL),
     "blk_weird": ("blk_weird,Unknown", Reason.MALFORMED_LABEL),
 }
 
@@ -76,14 +77,14 @@ def test_every_reject_reason_and_row_conservation(spark, cfg, tmp_path):
     assert trace_rej.where("raw IS NULL OR source_file IS NULL OR ingested_at IS NULL").count() == 0
 
     label_rej = {(r.block_id, r.reason) for r in rejects.where("source = 'anomaly_labels'").collect()}
-    assert label_rej == {("blk_nobody", Reason.LABEL_UNKNOWN_BLOCK), ("blk_twice", Reason.DUPLICATE_LABEL),
-                         ("blk_weird", Reason.MALFORMED_LABEL)}
+    assert label_rej == {("blk_nobody", Reason.LABEL_UNKNOWN_BLOCK), ("blk_twice", Reason.CONFLICTING_LABEL),
+                         ("blk_same", Reason.DUPLICATE_LABEL), ("blk_weird", Reason.MALFORMED_LABEL)}
 
     # input rows = accepted + rejected, for each input
     n_trace_rows = len(ROWS) + 1
     assert counts["trace_rows"] == n_trace_rows
     assert counts["traces"] == 2 and counts["traces"] + counts["trace_rejects"] == n_trace_rows
-    assert counts["label_rows"] == 7 and counts["labels"] + counts["label_rejects"] == 7
+    assert counts["label_rows"] == 9 and counts["labels"] + counts["label_rejects"] == 9
 
     ok = {r.block_id: r for r in read_table(spark, cfg.table_path("traces")).collect()}
     assert set(ok) == {"blk_ok1", "blk_ok2"}
@@ -92,6 +93,19 @@ def test_every_reject_reason_and_row_conservation(spark, cfg, tmp_path):
     assert (ok["blk_ok1"].label, ok["blk_ok2"].label) == (0, 1)
     assert (ok["blk_ok1"].latency, ok["blk_ok2"].latency) == (3.5, None)
     assert ok["blk_ok1"].event_count == 3 and ok["blk_ok1"].split in {"train", "val", "test"}
+
+
+def test_a_block_labelled_both_ways_is_rejected_and_never_trains_as_normal(spark, cfg, tmp_path):
+    """Its label rows go to the rejects with their own reason, and the session keeps the anomalous
+    label: unlabelled, it would count as normal and be trained on."""
+    traces = _write(tmp_path / "t.csv", 'BlockId,Features\nb1,"[E5,E22]"\nb2,"[E5]"\n')
+    labels = _write(tmp_path / "l.csv", "BlockId,Label\nb1,Normal\nb1,Anomaly\nb2,Normal\n")
+    run_ingest(spark, cfg.replace(event_traces=traces, anomaly_labels=labels))
+    got = {r.block_id: r.label for r in read_table(spark, cfg.table_path("traces")).collect()}
+    assert got == {"b1": 1, "b2": 0}
+    rejects = read_table(spark, cfg.table_path("ingest_rejects")).collect()
+    assert sorted((r.block_id, r.reason) for r in rejects) == [("b1", Reason.CONFLICTING_LABEL)] * 2
+    assert "never trained on" in rejects[0].detail
 
 
 def test_labels_fall_back_to_success_fail_and_unlabelled_is_null(spark, cfg, tmp_path):

@@ -11,6 +11,7 @@ from deeplog_spark.nn.model import (
     ValueLSTM,
     ValueModelConfig,
     load_checkpoint,
+    load_checkpoint_bytes,
     save_checkpoint,
 )
 from deeplog_spark.nn.sources import ArraySource, CountSampledSource, collected, key_columns
@@ -377,6 +378,19 @@ def test_tampered_corrupted_and_foreign_files_are_refused(tmp_path):
     path.write_bytes(bytes(data))
     with pytest.raises(CheckpointError, match="do not match"):
         load_checkpoint(path)
+    # the same flipped byte without the sidecar: the archive's CRC catches it
+    path.with_name(path.name + ".sha256").unlink()
+    with pytest.raises(CheckpointError, match="CRC|not a loadable"):
+        load_checkpoint(path)
+    with pytest.raises(CheckpointError, match="CRC|not a loadable"):
+        load_checkpoint_bytes(path.read_bytes())
+    for offset in range(0, len(data), max(1, len(data) // 50)):  # a byte flipped anywhere in the file
+        flipped = bytearray(save_checkpoint(tmp_path / "f.pt", "key", KeyLSTM(KeyModelConfig(vocab_size=29))).read_bytes())
+        flipped[offset % len(flipped)] ^= 0x01
+        (tmp_path / "f.pt").write_bytes(bytes(flipped))
+        (tmp_path / "f.pt.sha256").unlink()
+        with pytest.raises(CheckpointError):
+            load_checkpoint(tmp_path / "f.pt")
 
     # without the hash sidecar: a pickle carrying arbitrary objects is refused by weights_only
     import os

@@ -134,6 +134,19 @@ def test_gzip_input_and_missing_path(spark, cfg, tmp_path):
         read_raw_logs(spark, str(tmp_path / "nope.log")).count()
 
 
+def test_an_empty_raw_log_is_refused_and_replaces_nothing(spark, cfg, tmp_path):
+    """As the Event_traces path does: without --append an empty input would otherwise replace the
+    tables with nothing, and with it write an empty batch that scores nothing."""
+    from deeplog_spark.core.errors import InputError
+
+    first = run_ingest_raw(spark, cfg.replace(raw_logs=str(_write(tmp_path / "day1.log", LINES[:3]))))
+    (tmp_path / "empty.log").write_bytes(b"")
+    for append in (False, True):
+        with pytest.raises(InputError, match="no log lines"):
+            run_ingest_raw(spark, cfg.replace(raw_logs=str(tmp_path / "empty.log"), append=append))
+    assert read_table(spark, cfg.table_path(schemas.TRACES)).count() == first["blocks"] > 0
+
+
 @pytest.mark.extended  # two batches ingested and windowed, ~32 s (tests/test_hostile.py windows a re-ingested batch in make test)
 def test_append_a_new_day_then_window_only_it(spark, cfg, tmp_path):
     day1 = _write(tmp_path / "2008-11-09.log", LINES[:3])

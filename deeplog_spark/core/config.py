@@ -190,6 +190,9 @@ class Config:
                 doc = tomllib.load(fh)
             except tomllib.TOMLDecodeError as exc:
                 raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+            except UnicodeDecodeError as exc:
+                raise ConfigError(f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}); "
+                                  "TOML files are UTF-8") from exc
         values = _flatten(doc, path)
         for key, raw in (overrides or {}).items():
             values[key] = _coerce(key, raw)

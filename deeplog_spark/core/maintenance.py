@@ -21,9 +21,9 @@ import time
 
 from pyspark.sql import SparkSession
 
-from deeplog_spark.core.names import ALL_TABLES
 from deeplog_spark.core.config import Config
 from deeplog_spark.core.logs import stage
+from deeplog_spark.core.names import ALL_TABLES
 from deeplog_spark.core.tables import as_ref, table_exists
 
 log = logging.getLogger(__name__)

@@ -56,6 +56,7 @@ class Reason:
     MALFORMED_LABEL = "malformed_label"
     MALFORMED_LATENCY = "malformed_latency"
     DUPLICATE_LABEL = "duplicate_label"
+    CONFLICTING_LABEL = "conflicting_label"
     LABEL_UNKNOWN_BLOCK = "label_unknown_block"
     BLOCK_ALREADY_INGESTED = "block_already_ingested"
     # raw HDFS log lines

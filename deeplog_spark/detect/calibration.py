@@ -58,7 +58,7 @@ def calibrate_run(spark: SparkSession, cfg: Config, run_id: str) -> dict:
         by_seq: dict[tuple, list[dict]] = {}
         for r in records:
             by_seq.setdefault(tuple(r["events"]), []).append(r)
-        patterns = count_patterns(spark, cfg, run_id)
+        patterns = count_patterns(spark, cfg, bundle)
         seqs = with_counts(spark.createDataFrame([(list(e),) for e in by_seq], "events array<int>"))
         feats = Q.features(seqs, patterns, bundle.count, Q.FREE_SHARES).select(
             "events", "free_share", "unseen", "support", "d_free", "cap_ratio").collect()  # distinct seqs x shares

@@ -39,6 +39,7 @@ from deeplog_spark.detect.bundle import ModelBundle
 from deeplog_spark.detect.scores import key_window_rows, model_ids, sequence_scores, sequences, value_per_session
 from deeplog_spark.features.windows import event_index, window_at
 from deeplog_spark.integrations.alerts import post_alert
+from deeplog_spark.models.fit import PATTERNS_FILE
 
 log = logging.getLogger(__name__)
 
@@ -235,14 +236,27 @@ def templates_map(spark: SparkSession, cfg: Config) -> dict[int, str]:
             .select("event_id", "template").collect()}
 
 
-def count_patterns(spark: SparkSession, cfg: Config, run_id: str) -> DataFrame | None:
+def count_patterns(spark: SparkSession, cfg: Config, bundle: ModelBundle) -> DataFrame | None:
     """The run's normal count patterns (a few hundred rows: read once, then a local relation that
-    every join of the count detector reuses without reading the Delta table again)."""
-    path = cfg.table(schemas.COUNT_PATTERNS)
-    if not table_exists(spark, path):
+    every join of the count detector reuses). From the run folder, where training leaves them; a run
+    trained before that reads them from the ``count_patterns`` table of this tables folder. A run
+    with a count model but no patterns is refused: scoring without them would flag nothing, or, with
+    another run's, everything."""
+    schema = "counts array<struct<event:int,count:int>>, sessions long"
+    saved = bundle.dir / PATTERNS_FILE
+    if saved.is_file():
+        rows = [([(int(e), int(c)) for e, c in r["counts"]], int(r["sessions"])) for r in read_json(saved)]
+        return spark.createDataFrame(rows, schema)
+    if bundle.count is None:
         return None
-    rows = read_table(spark, path).where(F.col("run_id") == run_id).select("counts", "sessions").collect()
-    return spark.createDataFrame(rows, "counts array<struct<event:int,count:int>>, sessions long")
+    path = cfg.table(schemas.COUNT_PATTERNS)
+    rows = (read_table(spark, path).where(F.col("run_id") == bundle.run_id).select("counts", "sessions").collect()
+            if table_exists(spark, path) else [])
+    if not rows:
+        raise InputError(f"run {bundle.run_id} has a count model, but its normal patterns are neither in its folder "
+                         f"({saved.name}) nor in {path}: detect in the tables folder it was trained with, or run "
+                         f"--task calibrate --model {bundle.run_id} here to fit them again")
+    return spark.createDataFrame(rows, schema)
 
 
 def score_sessions(spark: SparkSession, cfg: Config, bundle: ModelBundle, traces: DataFrame,
@@ -258,7 +272,7 @@ def score_sessions(spark: SparkSession, cfg: Config, bundle: ModelBundle, traces
     # a few thousand sequences in one task, not one per shuffle partition: each task of the
     # detectors' small jobs costs more to schedule (and to load the model) than its rows to score
     parts = max(1, min(cfg.shuffle_partitions, math.ceil(n_seq / SEQUENCES_PER_TASK)))
-    patterns = count_patterns(spark, cfg, bundle.run_id) if count and bundle.count is not None else None
+    patterns = count_patterns(spark, cfg, bundle) if count and bundle.count is not None else None
     per_seq = sequence_columns(sequence_scores(spark, seqs.coalesce(parts), bundle, patterns, templates_map(spark, cfg),
                                                g, cfg.detect_batch_size), bundle).persist(StorageLevel.MEMORY_AND_DISK)
     per_seq.count()
@@ -284,8 +298,15 @@ def run_detect(spark: SparkSession, cfg: Config, model: str | None = None) -> di
         traces = read_table(spark, cfg.table(schemas.TRACES))
         if batch:
             traces = traces.where(F.col("ingest_batch") == batch)
-            if traces.limit(1).count() == 0:
-                raise InputError(f"no traces of batch {batch!r}: ingest it first")
+        if traces.limit(1).count() == 0:  # 0 verdicts and exit 0 would read as "nothing anomalous"
+            rejected = read_table(spark, cfg.table(schemas.INGEST_REJECTS)) if table_exists(
+                spark, cfg.table(schemas.INGEST_REJECTS)) else None
+            if rejected is not None and batch:
+                rejected = rejected.where(F.col("ingest_batch") == batch)
+            n = rejected.count() if rejected is not None else 0
+            raise InputError(f"no sessions to score{f' in batch {batch!r}' if batch else ''}"
+                             + (f": all {n} of its input rows were rejected (see {cfg.table(schemas.INGEST_REJECTS)})"
+                                if n else ": ingest it first"))
         traces = traces.select("block_id", "split", "label", "ingest_batch", "events", "intervals")
         t0 = time.perf_counter()
         detected_at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)

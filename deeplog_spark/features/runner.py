@@ -24,8 +24,9 @@ def run_windows(spark: SparkSession, cfg: Config) -> dict:
     """Explode the traces table into the windows table. Returns its counts.
 
     ``append=False``: rebuild the whole table. ``append=True``: window the batches of ``traces`` that
-    have no windows yet or were ingested again since (or the batch named by ``ingest_batch``), keep
-    the rest. A table of windows of another length is refused (rebuild it without ``--append``).
+    have no windows yet or were ingested again since (or the batch named by ``ingest_batch``), drop
+    the windows of batches no longer in ``traces`` (a replacing ingest removed them), keep the rest.
+    A table of windows of another length is refused (rebuild it without ``--append``).
     """
     with stage("windows") as st:
         traces_path = cfg.table(schemas.TRACES)
@@ -52,7 +53,8 @@ def run_windows(spark: SparkSession, cfg: Config) -> dict:
 
 
 def _stale_batches(spark: SparkSession, cfg: Config, traces: DataFrame, windows_path: str) -> list[str]:
-    """Batches whose windows are missing or older than their traces (one small aggregation each)."""
+    """Batches whose windows are missing or older than their traces, or whose traces are gone (one
+    small aggregation each)."""
     def stamps(df: DataFrame) -> dict:
         return {r[0]: r[1] for r in df.groupBy("ingest_batch").agg(F.max("ingested_at")).collect() if r[0] is not None}
 
@@ -66,4 +68,5 @@ def _stale_batches(spark: SparkSession, cfg: Config, traces: DataFrame, windows_
         have = stamps(windows) if "ingested_at" in windows.columns else {}
     if cfg.ingest_batch:
         return [cfg.ingest_batch]
-    return sorted(b for b, at in stamps(traces).items() if have.get(b, "missing") != at)
+    current = stamps(traces)
+    return sorted({b for b, at in current.items() if have.get(b, "missing") != at} | (set(have) - set(current)))

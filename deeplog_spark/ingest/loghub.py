@@ -18,6 +18,11 @@ Every label comes from the source as published; nothing is re-labelled. A sessio
 twice is written twice, and the ingest rejects both as ``duplicate_block_id``.
 
     python -m deeplog_spark.ingest.loghub openstack ../shared/data/loghub/OpenStack/ait_openstack_loghub generated/loghub/openstack
+    python -m deeplog_spark.ingest.loghub openstack SRC OUT --only openstack_train --templates T.csv
+
+``--only`` converts some of the system's files (the small ``openstack_train`` alone, say);
+``--templates`` names a templates file that is not beside them. A missing file is one ``error:``
+line (exit 2) that names it.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ import gzip
 import sys
 from pathlib import Path
 from typing import Iterable, Iterator
+
+from deeplog_spark.core.errors import InputError
 
 SYSTEMS = ("openstack", "hadoop", "thunderbird")
 SEQUENCES, LABELS, TEMPLATES = "sequences.csv", "labels.csv", "templates.csv"
@@ -88,25 +95,57 @@ def write(out: Path, sessions: Iterable[tuple[str, list[str], int]], templates: 
     return {"sessions": n, "anomalies": anomalies, "events": events, "templates": len(templates)}
 
 
-def convert(system: str, src: Path, out: Path) -> dict:
-    """Write ``out/{sequences,labels,templates}.csv`` for ``system`` from its shared folder ``src``."""
-    if system == "openstack":
-        files = [(src / "openstack_train", 0), (src / "openstack_test_normal", 0), (src / "openstack_test_abnormal", 1)]
-        return write(out, ait_sessions(files), line_templates(src / "OpenStack_templates.csv"))
-    if system == "hadoop":
-        files = [(src / "hadoop_train", 0), (src / "hadoop_test_normal", 0), (src / "hadoop_test_abnormal.gz", 1)]
-        return write(out, ait_sessions(files), line_templates(src / "Hadoop_templates.csv"))
+#: Per system: its session files with their labels, its templates file and how to read both.
+LAYOUTS = {
+    "openstack": ([("openstack_train", 0), ("openstack_test_normal", 0), ("openstack_test_abnormal", 1)],
+                  "OpenStack_templates.csv"),
+    "hadoop": ([("hadoop_train", 0), ("hadoop_test_normal", 0), ("hadoop_test_abnormal.gz", 1)], "Hadoop_templates.csv"),
+    "thunderbird": ([("ThunderBird_demo_sequences.csv.gz", None)], "ThunderBird.log_templates.csv"),
+}
+
+
+def convert(system: str, src: Path, out: Path, templates: Path | None = None,
+            only: Iterable[str] | None = None) -> dict:
+    """Write ``out/{sequences,labels,templates}.csv`` for ``system`` from its shared folder ``src``
+    (``only``: some of its session files; ``templates``: a templates file elsewhere)."""
+    if system not in LAYOUTS:
+        raise ValueError(f"unknown system {system!r}: {', '.join(SYSTEMS)}")
+    files, default_templates = LAYOUTS[system]
+    if only:
+        wanted = set(only)
+        unknown = wanted - {name for name, _ in files}
+        if unknown:
+            raise InputError(f"--only {','.join(sorted(unknown))}: {system} has the files "
+                             f"{', '.join(name for name, _ in files)}")
+        files = [(name, label) for name, label in files if name in wanted]
+    chosen = [(src / name, label) for name, label in files]
+    templates = templates or src / default_templates
+    for path, what in [*((p, "session file") for p, _ in chosen), (templates, "templates file")]:
+        if not path.is_file():
+            hint = " (pass --templates PATH when it is elsewhere)" if what == "templates file" else ""
+            raise InputError(f"{system}: {what} {path} not found{hint}")
     if system == "thunderbird":
-        return write(out, krone_sessions(src / "ThunderBird_demo_sequences.csv.gz"),
-                     krone_templates(src / "ThunderBird.log_templates.csv"))
-    raise ValueError(f"unknown system {system!r}: {', '.join(SYSTEMS)}")
+        return write(out, krone_sessions(chosen[0][0]), krone_templates(templates))
+    return write(out, ait_sessions(chosen), line_templates(templates))
 
 
 def main(argv: list[str]) -> None:
-    if len(argv) != 3 or argv[0] not in SYSTEMS:
-        raise SystemExit(f"usage: python -m deeplog_spark.ingest.loghub {{{','.join(SYSTEMS)}}} SRC_DIR OUT_DIR")
-    print(convert(argv[0], Path(argv[1]), Path(argv[2])))
-
-
-if __name__ == "__main__":
-    main(sys.argv[1:])
+    args = list(argv)
+    options = {}
+    for flag in ("--templates", "--only"):
+        if flag in args:
+            i = args.index(flag)
+            if i + 1 >= len(args):
+                raise SystemExit(f"error: {flag} needs a value")
+            options[flag[2:]] = args.pop(i + 1)
+            args.pop(i)
+    if len(args) != 3 or args[0] not in SYSTEMS:
+        raise SystemExit(f"usage: python -m deeplog_spark.ingest.loghub {{{','.join(SYSTEMS)}}} SRC_DIR OUT_DIR "
+                         "[--only FILE[,FILE]] [--templates PATH]")
+    try:
+        print(convert(args[0], Path(args[1]), Path(args[2]),
+                      Path(options["templates"]) if "templates" in options else None,
+                      options["only"].split(",") if "only" in options else None))
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -240,6 +240,8 @@ def run_ingest_raw(spark: SparkSession, cfg: Config, ingested_at: dt.datetime | 
         batch = batch_name(cfg, cfg.raw_logs)
         mode = templates_mode(spark, cfg)
         lines = read_raw_logs(spark, cfg.raw_logs)
+        if lines.limit(1).count() == 0:  # as the Event_traces path: nothing to ingest is an error, not 0 blocks
+            raise InputError(f"{cfg.raw_logs}: no log lines (an empty input); nothing was written")
         miner = None
         if mode == "file":
             templates = read_templates(spark, cfg.templates)

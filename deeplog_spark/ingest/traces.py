@@ -407,6 +407,11 @@ def parse_labels(raw: DataFrame, trace_block_ids: DataFrame) -> DataFrame:
         .transform(lambda d: with_repeats(d, "block_id"))
         .join(known, "block_id", "left")
     )
+    # a block labelled both Normal and Anomaly: its rows are rejected with their own reason, and the
+    # session keeps the anomalous label (build_traces), so it never trains as a normal session
+    both = (df.where(F.col("_dup") > 1).groupBy("block_id")
+            .agg((F.min("label_value") != F.max("label_value")).alias("_conflict")))
+    df = df.join(both, "block_id", "left")
     reason = first_reason(
         (F.col(CORRUPT).isNotNull(), Reason.MALFORMED_CSV_ROW),
         (repeated_header("BlockId"), Reason.REPEATED_HEADER),
@@ -414,12 +419,15 @@ def parse_labels(raw: DataFrame, trace_block_ids: DataFrame) -> DataFrame:
         (F.col("block_id").isNull() | (F.col("block_id") == ""), Reason.MISSING_BLOCK_ID),
         (malformed_id(F.col("block_id")), Reason.MALFORMED_BLOCK_ID),
         (F.col("label_value").isNull(), Reason.MALFORMED_LABEL),
+        (F.coalesce(F.col("_conflict"), F.lit(False)), Reason.CONFLICTING_LABEL),
         (F.col("_dup") > 1, Reason.DUPLICATE_LABEL),
         (F.col("_known").isNull(), Reason.LABEL_UNKNOWN_BLOCK),
     )
-    detail = F.when(F.col("reason") == Reason.DUPLICATE_LABEL,
-                    F.format_string("%d label rows for this BlockId", F.col("_dup")))
-    return df.withColumn("reason", reason).withColumn("detail", detail).drop("_dup", "_known")
+    detail = (F.when(F.col("reason") == Reason.DUPLICATE_LABEL,
+                     F.format_string("%d label rows for this BlockId", F.col("_dup")))
+              .when(F.col("reason") == Reason.CONFLICTING_LABEL,
+                    F.lit("labelled both Normal and Anomaly: the session is kept as anomalous, never trained on")))
+    return df.withColumn("reason", reason).withColumn("detail", detail).drop("_dup", "_known", "_conflict")
 
 
 def label_rejects(parsed: DataFrame, ingested_at: dt.datetime) -> DataFrame:
@@ -432,7 +440,8 @@ def label_rejects(parsed: DataFrame, ingested_at: dt.datetime) -> DataFrame:
 
 
 def build_traces(parsed_traces: DataFrame, parsed_labels: DataFrame | None) -> DataFrame:
-    """Accepted traces joined with accepted labels; ``label`` is 0/1, or null when unlabelled.
+    """Accepted traces joined with accepted labels; ``label`` is 0/1, or null when unlabelled (a
+    block whose label rows conflict is anomalous).
 
     The anomaly_label file wins; without a label row, the Event_traces ``Label`` column
     (Success=0/Fail=1) is used when present. The ``split`` column is added by
@@ -440,7 +449,9 @@ def build_traces(parsed_traces: DataFrame, parsed_labels: DataFrame | None) -> D
     """
     traces = parsed_traces.where(F.col("reason").isNull())
     if parsed_labels is not None:
-        labels = parsed_labels.where(F.col("reason").isNull()).select("block_id", "label_value")
+        usable = F.col("reason").isNull() | (F.col("reason") == Reason.CONFLICTING_LABEL)
+        labels = (parsed_labels.where(usable).groupBy("block_id")  # a conflicting block: anomalous wins
+                  .agg(F.max("label_value").alias("label_value")))
         traces = traces.join(labels, "block_id", "left")
     else:
         traces = traces.withColumn("label_value", F.lit(None).cast("int"))

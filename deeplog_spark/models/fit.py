@@ -20,9 +20,13 @@ from deeplog_spark.models import pca
 
 log = logging.getLogger(__name__)
 
+#: The run's normal count patterns, in its folder (the count_patterns table holds them too, for SQL).
+PATTERNS_FILE = "count_patterns.json"
+
 
 def fit_quantitative(spark: SparkSession, cfg: Config, traces: DataFrame, run_id: str, out_dir: Path) -> dict:
-    """The count model (patterns table + statistics) and the PCA baseline of the train-normal sessions."""
+    """The count model (its patterns in the run folder and the patterns table, its statistics) and the
+    PCA baseline of the train-normal sessions."""
     t0 = time.perf_counter()
     train_n = normal_sessions(traces, "train")
     patterns = Q.fit_patterns(train_n).persist()
@@ -31,6 +35,9 @@ def fit_quantitative(spark: SparkSession, cfg: Config, traces: DataFrame, run_id
                       cfg.table(schemas.COUNT_PATTERNS), f"run_id = '{run_id}'", partition_by=["run_id"])
         model = Q.fit_model(patterns)
         write_json(out_dir / "count_model.json", model.to_json())
+        # the run carries its patterns, so it scores the same from any tables folder (a few hundred rows)
+        write_json(out_dir / PATTERNS_FILE, [{"counts": [[c["event"], c["count"]] for c in r["counts"]],
+                                              "sessions": r["sessions"]} for r in patterns.collect()])
         pca_model = pca.fit(patterns)
         write_json(out_dir / "pca_model.json", pca_model.to_json())
         n_patterns = patterns.count()

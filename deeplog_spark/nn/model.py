@@ -22,6 +22,7 @@ import hashlib
 import io
 import os
 import pickle
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -183,7 +184,24 @@ def load_checkpoint_bytes(data: bytes, expect_task: str | None = None, sha256: s
     return _load(io.BytesIO(data), name, expect_task)
 
 
+def _verify_archive(source, path) -> None:
+    """A checkpoint is a zip archive whose every member carries a CRC-32: a flipped byte anywhere is
+    caught here, sidecar or not (torch.load itself would read altered weights without a word)."""
+    try:
+        with zipfile.ZipFile(source) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+        raise CheckpointError(f"{path}: not a loadable deeplog-spark checkpoint (not a zip archive, or truncated: "
+                              f"{exc})") from exc
+    finally:
+        if hasattr(source, "seek"):
+            source.seek(0)
+    if bad is not None:
+        raise CheckpointError(f"{path}: corrupted: its member {bad} fails its CRC check")
+
+
 def _load(source, path, expect_task: str | None) -> tuple[nn.Module, dict]:
+    _verify_archive(source, path)
     try:
         payload = torch.load(source, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError) as exc:

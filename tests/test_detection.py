@@ -337,8 +337,13 @@ def test_two_detect_runs_at_the_same_time_both_land(spark, detect_cfg):
     for table in (schemas.VERDICTS, schemas.METRICS):
         got = {r.run_id: r["count"] for r in read_table(spark, detect_cfg.table_path(table)).groupBy("run_id").count().collect()}
         assert set(got) == {RUN, other} and got[RUN] == got[other], table
-    mine = read_table(spark, detect_cfg.table_path(schemas.VERDICTS)).where(F.col("run_id") == RUN).drop("run_id")
-    theirs = read_table(spark, detect_cfg.table_path(schemas.VERDICTS)).where(F.col("run_id") == other).drop("run_id")
+    from deeplog_spark.detect.verdicts import DETECTION_COLUMNS
+
+    # the rows say which detection wrote them (and when): the rest is the verdict
+    mine = read_table(spark, detect_cfg.table_path(schemas.VERDICTS)).where(F.col("run_id") == RUN).drop(
+        "run_id", *DETECTION_COLUMNS)
+    theirs = read_table(spark, detect_cfg.table_path(schemas.VERDICTS)).where(F.col("run_id") == other).drop(
+        "run_id", *DETECTION_COLUMNS)
     assert mine.exceptAll(theirs).count() == 0 and theirs.exceptAll(mine).count() == 0  # same model, same verdicts
 
 

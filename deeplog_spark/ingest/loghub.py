@@ -149,3 +149,7 @@ def main(argv: list[str]) -> None:
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

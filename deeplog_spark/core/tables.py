@@ -133,11 +133,13 @@ def replace_where(df: DataFrame, path: Table, cond: str, partition_by: Sequence[
     over_orphans = []
 
     def commit() -> None:
+        orphans = False  # decided per attempt: after a conflict, the other writer's table is there
         if not table_exists(spark, ref):
             if create(df, ref, partition_by, properties):
                 return
+            orphans = True
             over_orphans.append(True)
-        if whole or over_orphans:
+        if whole or orphans:
             writer = df.write.format("delta").mode("overwrite").option("overwriteSchema", "true")
             writer = writer.partitionBy(*partition_by) if partition_by else writer
             for key, value in (properties or {}).items():

@@ -22,13 +22,15 @@ _SESSION = {
     "ingest_batch": "the ingest batch (a day of logs, say) the session was ingested in",
 }
 
+_TEMPLATE = {
+    "event_id": "event id (n of En)",
+    "event_key": "event key, En",
+    "template": "template text, [*] for a parameter",
+}
+
 #: table -> (description, {column: comment}).
 TABLES: dict[str, tuple[str, dict[str, str]]] = {
-    names.TEMPLATES: ("The event templates: event id n is template En", {
-        "event_id": "event id (n of En)",
-        "event_key": "event key, En",
-        "template": "template text, [*] for a parameter",
-    }),
+    names.TEMPLATES: ("The event templates: event id n is template En", _TEMPLATE),
     names.TRACES: ("One row per accepted session: its events in log order", {
         **_SESSION,
         "events": "event ids in log order",
@@ -50,9 +52,8 @@ TABLES: dict[str, tuple[str, dict[str, str]]] = {
         "ingest_batch": "the ingest batch",
     }),
     names.TEMPLATE_COUNTS: ("Accepted raw log lines per template, per ingest batch", {
+        **_TEMPLATE,
         "event_id": "event id (0: a message no saved template matched)",
-        "event_key": "event key, En",
-        "template": "template text",
         "lines": "accepted lines of the batch matching the template",
         "block_mentions": "session ids those lines name",
         "ingest_batch": "the ingest batch",
@@ -135,6 +136,8 @@ TABLES: dict[str, tuple[str, dict[str, str]]] = {
         "evaluated_at": "when the evaluation ran (UTC)",
         "ingest_batch": "the batch evaluated (--ingest_batch), null for the whole detection",
     }),
+    names.LATEST_VERDICTS: ("The newest final verdict of every session, from the model and (g, k) of the newest "
+                            "detection (a view)", {}),
     names.DETECTION_RUNS: ("One row per detection: when, which model, what it scored and found (for SQL alerts)", {
         "detection_id": "the detection (the detection_id of its verdicts)",
         "detected_at": "when it ran (UTC)",

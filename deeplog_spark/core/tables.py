@@ -155,7 +155,7 @@ def replace_where(df: DataFrame, path: Table, cond: str, partition_by: Sequence[
     commit_with_retry(commit, str(ref))
     description = table_docs.table_comment(table_name(ref))
     if over_orphans and description:  # created by an overwrite, which sets no description
-        spark.sql(f"ALTER TABLE {ref.sql} SET TBLPROPERTIES ('comment' = '{_sql_str(description)}')")
+        spark.sql(f"ALTER TABLE {ref.sql} SET TBLPROPERTIES ('comment' = '{sql_str(description)}')")
 
 
 def create(df: DataFrame, ref: TableRef, partition_by: Sequence[str] = (),
@@ -215,7 +215,7 @@ def register(spark: SparkSession, ref: TableRef) -> None:
     schema = ref.name.rsplit(".", 1)[0]
     spark.sql(f"CREATE SCHEMA IF NOT EXISTS {schema}")
     if _delta_at(spark, ref.path):
-        spark.sql(f"CREATE TABLE IF NOT EXISTS {ref.name} USING DELTA LOCATION '{_sql_str(ref.path)}'")
+        spark.sql(f"CREATE TABLE IF NOT EXISTS {ref.name} USING DELTA LOCATION '{sql_str(ref.path)}'")
         log.info("catalog: registered %s at %s", ref.name, ref.path)
 
 
@@ -237,7 +237,8 @@ def _check_location(spark: SparkSession, ref: TableRef) -> None:
     _checked.add(key)
 
 
-def _sql_str(text: str) -> str:
+def sql_str(text: str) -> str:
+    """``text`` escaped for a single-quoted Spark SQL literal."""
     return text.replace("\\", "\\\\").replace("'", "\\'")
 
 

@@ -29,12 +29,12 @@ from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from deeplog_spark.core import schemas
+from deeplog_spark.core import schemas, table_docs
 from deeplog_spark.core.config import Config
 from deeplog_spark.core.errors import InputError
 from deeplog_spark.core.logs import stage
 from deeplog_spark.core.runs import detection_rows, detection_stats_path, read_json, write_json
-from deeplog_spark.core.tables import read_table, replace_where, table_exists, table_version
+from deeplog_spark.core.tables import read_table, replace_where, sql_str, table_exists, table_version
 from deeplog_spark.detect.bundle import ModelBundle
 from deeplog_spark.detect.scores import key_window_rows, model_ids, sequence_scores, sequences, value_per_session
 from deeplog_spark.features.windows import event_index, window_at
@@ -399,7 +399,7 @@ def create_latest_view(spark: SparkSession, cfg: Config, run_id: str, g: int, k:
     and (g, k) of the newest detection (so an analyst's "what is anomalous now" reads one view)."""
     view, verdicts = cfg.table(schemas.LATEST_VERDICTS).name, cfg.table(schemas.VERDICTS).name
     spark.sql(f"""CREATE OR REPLACE VIEW {view}
-        COMMENT 'The newest final verdict of every session, from the model and (g, k) of the newest detection'
+        COMMENT '{sql_str(table_docs.table_comment(schemas.LATEST_VERDICTS))}'
         AS SELECT * EXCEPT (_newest) FROM (
             SELECT *, row_number() OVER (PARTITION BY block_id ORDER BY detected_at DESC) AS _newest
             FROM {verdicts} WHERE {detection_rows(run_id, g, k)} AND verdict_status = '{FINAL}')

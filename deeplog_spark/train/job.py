@@ -30,10 +30,6 @@ RUN_KEYS = ("h", "session_markers", "embed_dim", "key_hidden", "key_layers", "ke
             "max_train_rows", "max_val_rows", "seed", "train_ratio", "val_ratio", "test_ratio", "num_processes",
             "use_gpu", "train_precision")
 
-#: Training or validation tables up to this many rows are read into memory once and served from
-#: there every epoch; larger ones stream (through Petastorm's loader, in the Spark job).
-IN_MEMORY_ROWS = 1_000_000
-
 #: Config keys a training reads that do not change the model it trains (so they stay out of the run
 #: id), with the reason. ``tests/test_training.py`` checks that a training reads no other key.
 NOT_RUN_KEYS = {

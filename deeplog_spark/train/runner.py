@@ -46,7 +46,6 @@ from deeplog_spark.models.fit import fit_quantitative
 from deeplog_spark.nn.sources import PetastormSource, collected
 from deeplog_spark.nn.trainer import init_distributed, run_task, shutdown_distributed
 from deeplog_spark.train.job import (
-    IN_MEMORY_ROWS,
     batch_sources,
     interval_norm,
     markers,
@@ -60,6 +59,9 @@ from deeplog_spark.train.job import run_id as job_run_id
 log = logging.getLogger(__name__)
 
 TRAIN_TASKS = ("key", "value", "both")
+#: Training or validation tables up to this many rows are read into memory once and served from
+#: there every epoch; larger ones stream through Petastorm's loader.
+IN_MEMORY_ROWS = 1_000_000
 
 
 def _sources(job, train_converter, val_converter, rank: int, world: int):

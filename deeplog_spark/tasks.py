@@ -9,7 +9,7 @@ runner's summary as JSON.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 from pyspark.sql import SparkSession
 
@@ -60,6 +60,13 @@ def _ingest_raw(spark, cfg, opts):
     from deeplog_spark.ingest.runner import run_ingest_raw
 
     return run_ingest_raw(spark, cfg)
+
+
+def _stream(spark, cfg, opts):
+    # the stage loads when its task runs, so --help and flag checks stay fast
+    from deeplog_spark.streaming import run_stream
+
+    return run_stream(spark, cfg, opts.get("model") or None)
 
 
 def _windows(spark, cfg, opts):
@@ -171,6 +178,10 @@ TASKS: dict[str, Task] = {
                    "tables predictions, verdicts, detection_runs (and the view latest_verdicts with a catalog); "
                    "runs/<run>/detection/detection_stats_g<G>_k<K>.json", _detect,
                    ("model",)),
+    "stream": Task("Structured Streaming over --landing: raw log files to final verdicts in one job (the session "
+                   "rule across triggers; --trigger available-now or '<n> seconds'; --flush closes every session)",
+                   "the tables of ingest-raw and detect, open_sessions, session_state; the query's checkpoint",
+                   _stream, ("model",)),
     "eval": Task("session metrics per split of every detector, the fused one and the baselines (--ingest_batch: "
                  "every labelled session of one batch)",
                  "table metrics; runs/<run>/eval/metrics.json, classification_report.md, "

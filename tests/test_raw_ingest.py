@@ -163,17 +163,21 @@ def test_append_a_new_day_then_window_only_it(spark, cfg, tmp_path):
     labels.write_text("BlockId,Label\nblk_7,Anomaly\nblk_7x,Bogus\nblk_elsewhere,Normal\n")
     appended = base.replace(raw_logs=str(day2), append=True, anomaly_labels=str(labels))
     out = run_ingest_raw(spark, appended)
-    assert out["blocks"] == 1 and out["blocks_already_ingested"] == 1  # blk_1 belongs to day 1
+    # day 1 was ingested whole (no --append), so it closed blk_1: its day-2 event is late
+    assert out["blocks"] == 0 and out["late_events"] == 1 and out["sessions_open"] == 1
     traces = lambda: sorted(tuple(r) for r in read_table(spark, cfg.table_path(schemas.TRACES))  # noqa: E731
                             .select("block_id", "events", "intervals", "ingest_batch").collect())
+    out = run_ingest_raw(spark, appended.replace(flush=True))  # the same day again, closing what is open
+    assert out["blocks"] == 1 and out["sessions_open"] == 0
     once = traces()
     assert once == [("blk_1", [5, 22, 11], [0.0, 1.0, 10.0], "2008-11-09.log"),
                     ("blk_7", [5, 5], [0.0, 2.0], "2008-11-10.log")]
-    run_ingest_raw(spark, appended)  # the same day again: same contents, no duplicates
+    run_ingest_raw(spark, appended.replace(flush=True))  # again: same contents, no duplicates
     assert traces() == once
     rejects = read_table(spark, cfg.table_path(schemas.INGEST_REJECTS)).where(
-        F.col("reason") == "block_already_ingested").collect()
+        F.col("reason") == "session_closed").collect()
     assert [(r.block_id, r.ingest_batch) for r in rejects] == [("blk_1", "2008-11-10.log")]
+    assert "closed in batch 2008-11-09.log" in rejects[0].detail
     bad_label = read_table(spark, cfg.table_path(schemas.INGEST_REJECTS)).where(F.col("reason") == "malformed_label")
     assert [(r.block_id, r.ingest_batch) for r in bad_label.collect()] == [("blk_7x", "2008-11-10.log")]  # once
     assert read_table(spark, cfg.table_path(schemas.TRACES)).where(F.col("block_id") == "blk_7").first().label == 1

@@ -14,8 +14,9 @@ import json
 import math
 import os
 import re
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import tomllib
 
@@ -36,6 +37,7 @@ SPLITS = ("train", "val", "test")
 #: What full-pipeline ingests.
 INPUTS = ("event_traces", "sequences", "raw_logs")
 #: Where raw-log event ids come from (``auto``: the file for HDFS, else mined or the saved miner).
+TRIGGER_RE = re.compile(r"^(available-now|[0-9]+(\.[0-9]+)? seconds?)$")
 TEMPLATE_SOURCES = ("auto", "file", "mine", "state")
 #: Learning-rate schedules (deeplog_spark.nn.trainer.TrainJob).
 SCHEDULES = ("onecycle", "plateau", "constant")
@@ -47,7 +49,7 @@ MAX_H = 1000
 URL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:")
 
 
-__all__ = ["Config", "ConfigError", "SPLITS", "NAME_RE", "parse_overrides", "pop_option", "valid_name"]
+__all__ = ["NAME_RE", "SPLITS", "Config", "ConfigError", "parse_overrides", "pop_option", "valid_name"]
 
 
 def _field(section: str, doc: str):
@@ -70,6 +72,18 @@ class Config:
                                        "file or folder name; detect: score only this batch ('' = all)")
     append: bool = _field("data", "ingest/windows: add or replace this batch in existing tables, keep the others")
     strict: bool = _field("data", "ingest: fail (exit 2) when any input row or log line is rejected")
+    # [sessions]
+    session_timeout: float = _field("sessions", "raw logs by id: seconds of event time without an event after which "
+                                                "a session is closed (scored with a final verdict)")
+    flush: bool = _field("sessions", "ingest-raw --append / stream: close every open session after this batch (the "
+                                      "end of a backfill)")
+    # [stream]
+    landing: str = _field("stream", "--task stream: the folder raw log files land in")
+    checkpoint: str = _field("stream", "--task stream: the query's checkpoint folder ('' = <tables_root>/_checkpoints/"
+                                       "stream)")
+    trigger: str = _field("stream", "--task stream: available-now (process what has landed, then stop) or "
+                                    "'<n> seconds' (run, a trigger every n seconds)")
+    max_files_per_trigger: int = _field("stream", "--task stream: files per micro-batch at most (0 = all that landed)")
     # [logs]
     log_format: str = _field("logs", "raw_logs line format: a preset (hdfs, bgl, thunderbird, spirit, hadoop, openstack, "
                                      "spark, zookeeper)")
@@ -150,6 +164,9 @@ class Config:
     gen_blocks: int = _field("generate", "blocks to generate")
     gen_anomaly_ratio: float = _field("generate", "share of anomalous blocks")
     gen_timing_share: float = _field("generate", "share of the anomalies that are timing anomalies (a stalled interval)")
+    gen_format: str = _field("generate", "traces (Loghub Event_traces.csv) or raw (HDFS log lines in time order, a "
+                                         "file per hour)")
+    gen_days: float = _field("generate", "gen_format = raw: days of log the sessions' starts are spread over")
     # [tracking]
     mlflow: bool = _field("tracking", "log every training run (params, epoch metrics, artifacts, the detector as a "
                                       "pyfunc model) and its evaluation to MLflow")
@@ -173,7 +190,7 @@ class Config:
         cls,
         path: str | os.PathLike | None = None,
         overrides: Mapping[str, Any] | None = None,
-    ) -> "Config":
+    ) -> Config:
         """Read a TOML config file and apply ``overrides`` (key -> value or string).
 
         ``path`` defaults to ``$DEEPLOG_CONFIG`` or the repository's ``conf/deeplog.toml``.
@@ -203,7 +220,7 @@ class Config:
         return cls.from_dict(values, source=str(path))
 
     @classmethod
-    def from_dict(cls, values: Mapping[str, Any], source: str = "config") -> "Config":
+    def from_dict(cls, values: Mapping[str, Any], source: str = "config") -> Config:
         """Build a config from a flat ``key -> value`` mapping holding every key."""
         known = _fields()
         unknown = sorted(set(values) - set(known))
@@ -214,7 +231,7 @@ class Config:
             raise ConfigError(f"{source}: missing config key(s): {', '.join(missing)}")
         return cls(**{k: _coerce(k, v) for k, v in values.items()})
 
-    def replace(self, **overrides: Any) -> "Config":
+    def replace(self, **overrides: Any) -> Config:
         """A copy with some keys changed (validated like any other config)."""
         values = self.to_dict()
         for key, raw in overrides.items():
@@ -375,6 +392,11 @@ def _validate(cfg: Config) -> None:
            "must be in (0, window_seconds]: a larger step would leave lines in no window")
     _check(cfg.predictions in ("anomalous", "all"), "predictions", cfg.predictions, "must be 'anomalous' or 'all'")
     _check(0.0 < cfg.calibration_fpr < 1.0, "calibration_fpr", cfg.calibration_fpr, "must be in (0, 1)")
+    _check(cfg.session_timeout > 0, "session_timeout", cfg.session_timeout, "must be > 0 seconds")
+    _check(cfg.max_files_per_trigger >= 0, "max_files_per_trigger", cfg.max_files_per_trigger, "must be >= 0 (0 = all)")
+    _check(bool(TRIGGER_RE.match(cfg.trigger)), "trigger", cfg.trigger, "must be available-now or '<n> seconds'")
+    _check(cfg.gen_format in ("traces", "raw"), "gen_format", cfg.gen_format, "must be traces or raw")
+    _check(cfg.gen_days > 0, "gen_days", cfg.gen_days, "must be > 0")
     _check(cfg.retention_days >= 1, "retention_days", cfg.retention_days, "must be >= 1")
     _check(cfg.alert_webhook == "" or bool(re.match(r"^https?://[^\s/]+", cfg.alert_webhook)), "alert_webhook",
            cfg.alert_webhook, "must be an http:// or https:// URL (or '' for no alert)")

@@ -25,9 +25,13 @@ MINER_STATE = "miner_state"
 DETECTION_RUNS = "detection_runs"
 #: the view of the newest final verdict per session of the newest detection's model (with a catalog)
 LATEST_VERDICTS = "latest_verdicts"
+#: the events of the sessions still open after the last batch (the session rule across batches)
+OPEN_SESSIONS = "open_sessions"
+#: one row per batch of the session rule: its watermark, what it closed, the state it started from
+SESSION_STATE = "session_state"
 #: Every table a stage writes (``--task register`` registers the existing ones in the catalog).
 ALL_TABLES = (TEMPLATES, TRACES, INGEST_REJECTS, WINDOWS, PREDICTIONS, VERDICTS, METRICS, TEMPLATE_COUNTS,
-              COUNT_PATTERNS, MINER_STATE, DETECTION_RUNS)
+              COUNT_PATTERNS, MINER_STATE, DETECTION_RUNS, OPEN_SESSIONS, SESSION_STATE)
 
 #: Event id used to left-pad windows of sessions shorter than h+1; real event ids start at 1.
 PADDING_ID = 0
@@ -59,6 +63,8 @@ class Reason:
     CONFLICTING_LABEL = "conflicting_label"
     LABEL_UNKNOWN_BLOCK = "label_unknown_block"
     BLOCK_ALREADY_INGESTED = "block_already_ingested"
+    # an event of a session that an earlier batch closed (the session rule across batches)
+    SESSION_CLOSED = "session_closed"
     # raw HDFS log lines
     MALFORMED_LOG_LINE = "malformed_log_line"
     MALFORMED_TIMESTAMP = "malformed_timestamp"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pyspark.sql.types import (
     ArrayType,
+    BooleanType,
     DoubleType,
     IntegerType,
     LongType,
@@ -21,8 +22,10 @@ from deeplog_spark.core.names import (  # noqa: F401
     LATEST_VERDICTS,
     METRICS,
     MINER_STATE,
+    OPEN_SESSIONS,
     PADDING_ID,
     PREDICTIONS,
+    SESSION_STATE,
     SOURCE_ANOMALY_LABELS,
     SOURCE_EVENT_TRACES,
     SOURCE_RAW_LOG,
@@ -114,4 +117,20 @@ DETECTION_RUNS_SCHEMA = StructType(
      StructField("sessions", LongType(), False), StructField("anomalies", LongType(), False),
      StructField("deeplog_anomalies", LongType(), False), StructField("new_anomalies", LongType(), False),
      StructField("seconds", DoubleType(), False), StructField("alert_status", StringType(), True)]
+)
+
+OPEN_SESSIONS_SCHEMA = StructType(
+    [StructField("block_id", StringType(), False), StructField("t", DoubleType(), False),
+     StructField("f", StringType(), True), StructField("o", LongType(), True), StructField("e", IntegerType(), False),
+     StructField("lab", IntegerType(), True), StructField("ingest_batch", StringType(), True)]
+)
+
+SESSION_STATE_SCHEMA = StructType(
+    [StructField("seq", LongType(), False), StructField("ingest_batch", StringType(), False),
+     StructField("ingested_at", TimestampType(), False), StructField("max_event_time", TimestampType(), True),
+     StructField("watermark", TimestampType(), True), StructField("session_timeout", DoubleType(), False),
+     StructField("flushed", BooleanType(), False), StructField("open_version", LongType(), True),
+     StructField("lines", LongType(), False), StructField("sessions_closed", LongType(), False),
+     StructField("sessions_open", LongType(), False), StructField("events_open", LongType(), False),
+     StructField("late_events", LongType(), False), StructField("late_sessions", LongType(), False)]
 )

@@ -152,6 +152,33 @@ TABLES: dict[str, tuple[str, dict[str, str]]] = {
         "seconds": "how long the detection took",
         "alert_status": "sent, failed, or null when no alert was due (no webhook, or no new anomaly)",
     }),
+    names.OPEN_SESSIONS: ("The events of the sessions still open after the newest batch (the session rule across "
+                          "batches; docs/scheduled-scoring.md)", {
+        "block_id": "the session id",
+        "t": "the event's time, seconds since the epoch (UTC)",
+        "f": "the log file of the event's line",
+        "o": "the line's position in its file (orders events of the same second)",
+        "e": "the event id",
+        "lab": "the line's label (1 alert line, 0 normal, null when the format has none)",
+        "ingest_batch": "the batch after which these sessions were open",
+    }),
+    names.SESSION_STATE: ("One row per batch of the session rule: the watermark, the sessions it closed, the state "
+                          "it started from", {
+        "seq": "the batch's position in the sequence of batches (from 1)",
+        "ingest_batch": "the batch (a file, a day, a stream trigger)",
+        "ingested_at": "when the batch ran (UTC)",
+        "max_event_time": "the newest event time seen up to and including this batch",
+        "watermark": "max_event_time - session_timeout: sessions quiet since before it are closed",
+        "session_timeout": "seconds of event time without an event after which a session is closed",
+        "flushed": "true when the batch closed every session (--flush, or a batch without --append)",
+        "open_version": "the version of open_sessions this batch started from (a re-run starts from it again)",
+        "lines": "log lines the batch read",
+        "sessions_closed": "sessions the batch closed (written to traces under this batch)",
+        "sessions_open": "sessions still open after it",
+        "events_open": "events of the sessions still open",
+        "late_events": "events of sessions an earlier batch closed (rejected as session_closed)",
+        "late_sessions": "sessions closed by this batch whose every event was already behind the watermark",
+    }),
 }
 
 

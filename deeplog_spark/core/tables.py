@@ -9,12 +9,15 @@ Every function works over Spark Connect too: there, table metadata comes from SQ
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
 import os
 import random
 import re
 import time
-from typing import Callable, Mapping, Sequence, TypeVar, Union
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import TypeVar, Union
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -38,6 +41,23 @@ def is_connect(spark: SparkSession) -> bool:
     return type(spark).__module__.startswith("pyspark.sql.connect")
 
 T = TypeVar("T")
+#: (txnAppId, txnVersion) of the writes in progress (:func:`idempotent`), or None.
+_TXN: contextvars.ContextVar[tuple[str, int] | None] = contextvars.ContextVar("delta_txn", default=None)
+
+
+@contextlib.contextmanager
+def idempotent(app_id: str, version: int) -> Iterator[None]:
+    """Every Delta write inside carries ``txnAppId``/``txnVersion``: a table that already holds a
+    commit of ``app_id`` at ``version`` or later skips the write. A stream's micro-batch wraps its
+    writes in this (app id: its checkpoint, version: the batch id), so a micro-batch that is run
+    again after a crash writes nothing twice. Each table must then be written at most once inside.
+    """
+    token = _TXN.set((app_id, int(version)))
+    try:
+        yield
+    finally:
+        _TXN.reset(token)
+
 #: How often a commit that lost a race to a concurrent writer is retried (with jittered backoff).
 COMMIT_ATTEMPTS = 8
 
@@ -84,7 +104,7 @@ def commit_with_retry(commit: Callable[[], T], what: str, attempts: int = COMMIT
     for attempt in range(1, attempts + 1):
         try:
             return commit()
-        except Exception as exc:  # noqa: BLE001 - filtered by is_conflict
+        except Exception as exc:
             if attempt == attempts or not is_conflict(exc):
                 raise
             delay = base_delay_s * 2 ** (attempt - 1) * (0.5 + random.random())
@@ -147,6 +167,9 @@ def replace_where(df: DataFrame, path: Table, cond: str, partition_by: Sequence[
         else:
             writer = (df.write.format("delta").mode("overwrite").option("replaceWhere", cond)
                       .option("mergeSchema", "true"))
+        txn = _TXN.get()
+        if txn is not None:
+            writer = writer.option("txnAppId", txn[0]).option("txnVersion", str(txn[1]))
         if ref.name:
             writer.option("path", ref.path).saveAsTable(ref.name)
         else:
@@ -179,7 +202,7 @@ def create(df: DataFrame, ref: TableRef, partition_by: Sequence[str] = (),
         writer = writer.partitionedBy(*[F.col(c) for c in partition_by])
     try:
         writer.create()
-    except Exception as exc:  # noqa: BLE001 - an AnalysisException of either client
+    except Exception as exc:
         spark = df.sparkSession
         if "TABLE_OR_VIEW_ALREADY_EXISTS" not in str(exc) or table_exists(spark, ref):
             raise

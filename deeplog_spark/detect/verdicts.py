@@ -310,7 +310,10 @@ def run_detect(spark: SparkSession, cfg: Config, model: str | None = None) -> di
         traces = traces.select("block_id", "split", "label", "ingest_batch", "events", "intervals")
         t0 = time.perf_counter()
         detected_at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
-        detection_id = hashlib.sha256(f"{bundle.run_id}|{g}|{k}|{batch}|{detected_at.isoformat()}".encode()).hexdigest()[:16]
+        # a batch's detection is named by what it scores, so scoring the batch again (a retried stream
+        # trigger, a re-run) replaces its detection_runs row as it replaces its verdicts
+        detection_id = hashlib.sha256(f"{bundle.run_id}|{g}|{k}|{batch}|{'' if batch else detected_at.isoformat()}"
+                                      .encode()).hexdigest()[:16]
         version = registered_version(bundle)
         sessions, cached = score_sessions(spark, cfg, bundle, traces, g, k)
         verdicts = _deeplog_evidence(decide(sessions, bundle, g, k), bundle).select(
@@ -371,7 +374,10 @@ def record_detection(spark: SparkSession, cfg: Config, bundle: ModelBundle, stat
         new = flagged
     else:
         earlier = (read_table(spark, cfg.table(schemas.VERDICTS), version=before)
-                   .where(detection_rows(bundle.run_id, g, k)).where(F.col("anomalous")).select("block_id"))
+                   .where(detection_rows(bundle.run_id, g, k)).where(F.col("anomalous")))
+        if stats["ingest_batch"]:  # this batch's own rows of an earlier attempt are not "before"
+            earlier = earlier.where(F.col("ingest_batch") != stats["ingest_batch"])
+        earlier = earlier.select("block_id")
         new = flagged.join(earlier, "block_id", "left_anti")
     n_new = new.count()
     alert = None

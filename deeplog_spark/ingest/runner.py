@@ -6,9 +6,11 @@ The task CLI calls these; tests and notebooks call them directly.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 from pyspark import StorageLevel
@@ -20,7 +22,8 @@ from deeplog_spark.core.config import Config
 from deeplog_spark.core.errors import InputError
 from deeplog_spark.core.logs import stage
 from deeplog_spark.core.schemas import Reason
-from deeplog_spark.core.tables import read_table, table_exists, write_batches, write_table
+from deeplog_spark.core.tables import read_table, replace_where, table_exists, table_version, write_batches, write_table
+from deeplog_spark.ingest import session_rule
 from deeplog_spark.ingest.formats import preset
 from deeplog_spark.ingest.mining import Miner
 from deeplog_spark.ingest.raw import (
@@ -90,15 +93,17 @@ def drop_already_ingested(spark: SparkSession, cfg: Config, traces: DataFrame, b
 
 
 def write_ingest(spark: SparkSession, cfg: Config, templates: DataFrame, traces: DataFrame, rejects: DataFrame,
-                 batch: str, source: str, ingested_at: dt.datetime) -> None:
-    """Split, tag with the batch, drop already-ingested blocks (append), and write the ingest tables.
+                 batch: str, source: str, ingested_at: dt.datetime, dedupe: bool = True) -> None:
+    """Split, tag with the batch, drop already-ingested blocks (append, with ``dedupe``), and write
+    the ingest tables.
 
     ``traces`` are accepted sessions without split; ``rejects`` every reject row of the batch.
+    ``dedupe=False``: the session rule has already kept closed sessions from coming back.
     """
     traces = (assign_split(traces, cfg.seed, cfg.train_ratio, cfg.val_ratio).withColumn("ingest_batch", F.lit(batch))
               .withColumn("ingested_at", F.lit(ingested_at).cast("timestamp")))
     rejects = rejects.withColumn("ingest_batch", F.lit(batch))
-    if cfg.append:
+    if cfg.append and dedupe:
         traces, dup = drop_already_ingested(spark, cfg, traces, batch, source, ingested_at)
         rejects = rejects.unionByName(dup)
     write_table(templates, cfg.table(schemas.TEMPLATES))
@@ -226,22 +231,122 @@ def run_ingest_raw(spark: SparkSession, cfg: Config, ingested_at: dt.datetime | 
     """Ingest raw log files (``raw_logs``, format ``log_format``) into the templates, traces, rejects
     and template_counts tables (and ``miner_state`` when templates are mined), cut into sessions
     by ``segment``; labels come from ``anomaly_labels`` when set, else from per-line labels rolled
-    up. Returns the counts.
+    up. Returns the counts (:func:`ingest_lines`).
+    """
+    if not cfg.raw_logs:
+        raise InputError("no raw logs configured: pass --raw_logs PATH")
+    lines = read_raw_logs(spark, cfg.raw_logs)
+    if lines.limit(1).count() == 0:  # as the Event_traces path: nothing to ingest is an error, not 0 blocks
+        raise InputError(f"{cfg.raw_logs}: no log lines (an empty input); nothing was written")
+    return ingest_lines(spark, cfg, lines, batch_name(cfg, cfg.raw_logs), ingested_at)
 
+
+@dataclasses.dataclass(frozen=True)
+class Prior:
+    """The session state a batch starts from (:mod:`deeplog_spark.ingest.session_rule`)."""
+
+    seq: int
+    open_rows: DataFrame
+    open_version: int | None
+    max_event_time: float | None
+    closed: DataFrame
+
+
+def prior_state(spark: SparkSession, cfg: Config, batch: str) -> Prior:
+    """The state before ``batch``: after the newest batch, or, when ``batch`` is the newest batch
+    itself (a re-run), the state it started from. Re-running an older batch is refused: the batches
+    after it continued its open sessions. Without ``append`` the batch starts from nothing."""
+    state, open_path, traces = (cfg.table(schemas.SESSION_STATE), cfg.table(schemas.OPEN_SESSIONS),
+                                cfg.table(schemas.TRACES))
+    none = spark.createDataFrame([], "block_id string, ingest_batch string")
+    if not cfg.append or not table_exists(spark, state):
+        closed = (read_table(spark, traces).where(F.col("ingest_batch") != batch).select("block_id", "ingest_batch")
+                  if cfg.append and table_exists(spark, traces) else none)
+        return Prior(1, session_rule.empty_open(spark), None, None, closed)
+    rows = read_table(spark, state).orderBy("seq").collect()
+    names = [r["ingest_batch"] for r in rows]
+    if batch in names and batch != names[-1]:
+        after = names[names.index(batch) + 1:]
+        raise InputError(f"batch {batch!r} was followed by {', '.join(after[:3])}{' ...' if len(after) > 3 else ''}: "
+                         "those batches continued the sessions it left open, so re-running it alone would lose or "
+                         "double their events. Re-run the newest batch, or rebuild the tables without --append")
+    rerun = bool(names) and batch == names[-1]
+    before = rows[-2] if rerun and len(rows) > 1 else (None if rerun else rows[-1])
+    if rerun:
+        version = rows[-1]["open_version"]
+    else:
+        version = table_version(spark, open_path) if table_exists(spark, open_path) else None
+    open_rows = (read_table(spark, open_path, version=version) if version is not None
+                 else session_rule.empty_open(spark))
+    ts = before["max_event_time"] if before is not None else None
+    closed = (read_table(spark, traces, version=table_version(spark, traces)).where(F.col("ingest_batch") != batch)
+              .select("block_id", "ingest_batch") if table_exists(spark, traces) else none)
+    return Prior(rows[-1]["seq"] if rerun else rows[-1]["seq"] + 1, open_rows, version,
+                 ts.replace(tzinfo=dt.timezone.utc).timestamp() if ts is not None else None, closed)
+
+
+def _utc(seconds: float | None) -> dt.datetime | None:
+    return None if seconds is None else dt.datetime.fromtimestamp(seconds, dt.timezone.utc).replace(tzinfo=None)
+
+
+def apply_session_rule(spark: SparkSession, cfg: Config, rows: DataFrame, batch: str, ingested_at: dt.datetime,
+                       lines: int) -> tuple[DataFrame, DataFrame, Callable[[], dict]]:
+    """The session rule for a batch's session rows: (the session rows of the sessions it closes, the
+    ``session_closed`` rejects, a function that writes the new state once traces are written and
+    returns the rule's counts)."""
+    prior = prior_state(spark, cfg, batch)
+    newest = rows.agg(F.max("t")).first()[0]
+    seen = [x for x in (prior.max_event_time, newest) if x is not None]
+    max_t = max(seen) if seen else None
+    flush = cfg.flush or not cfg.append
+    watermark = max_t - cfg.session_timeout if max_t is not None else None
+    st = session_rule.step(prior.open_rows, rows, prior.closed, watermark, flush)
+    before = prior.max_event_time - cfg.session_timeout if prior.max_event_time is not None else None
+    # materialised once: traces, the counts and the open state all read them
+    closed = st.closed.localCheckpoint()
+    still_open = st.open.localCheckpoint()
+    late = st.late.localCheckpoint()
+
+    def commit() -> dict:
+        counts = {"sessions_closed": closed.select("block_id").distinct().count(),
+                  "sessions_open": still_open.select("block_id").distinct().count(),
+                  "events_open": still_open.count(), "late_events": late.count()}
+        counts["late_sessions"] = 0 if before is None else (
+            closed.join(prior.open_rows.select("block_id").distinct(), "block_id", "left_anti")
+            .groupBy("block_id").agg(F.max("t").alias("_last")).where(F.col("_last") < F.lit(before)).count())
+        write_table(session_rule.open_table_rows(still_open, batch), cfg.table(schemas.OPEN_SESSIONS))
+        row = [(prior.seq, batch, ingested_at, _utc(max_t), _utc(watermark if not flush else max_t),
+                float(cfg.session_timeout), flush, prior.open_version, int(lines), *[int(counts[k]) for k in (
+                    "sessions_closed", "sessions_open", "events_open", "late_events", "late_sessions")])]
+        state = spark.createDataFrame(row, schemas.SESSION_STATE_SCHEMA)
+        if cfg.append:
+            replace_where(state, cfg.table(schemas.SESSION_STATE), f"seq >= {prior.seq}")
+        else:
+            write_table(state, cfg.table(schemas.SESSION_STATE))
+        log.info("session rule: batch %s closed %d sessions (%d late: quiet before the watermark already), %d stay "
+                 "open (%d events); %d events of closed sessions rejected; watermark %s%s", batch,
+                 counts["sessions_closed"], counts["late_sessions"], counts["sessions_open"], counts["events_open"],
+                 counts["late_events"], _utc(watermark), " (flushed)" if flush else "")
+        return {**counts, "watermark": str(_utc(watermark)) if watermark is not None else None, "flushed": flush}
+
+    return closed, session_rule.late_rejects(late, batch, ingested_at, cfg.session_timeout), commit
+
+
+def ingest_lines(spark: SparkSession, cfg: Config, lines: DataFrame, batch: str,
+                 ingested_at: dt.datetime | None = None) -> dict:
+    """Ingest log ``lines`` (:func:`~deeplog_spark.ingest.raw.read_raw_logs` columns) as batch
+    ``batch``: the body of ``ingest-raw``, and of each trigger of ``--task stream``.
+
+    With ``segment = id`` sessions follow the session rule across batches
+    (:mod:`deeplog_spark.ingest.session_rule`): ``traces`` receives the sessions this batch closes.
     A label row for a session that is not in these logs is not a reject here (a label file covers
-    the whole dataset, a day of logs only some of it); such rows are counted.
+    the whole dataset, a day of logs only some of it).
     """
     ingested_at = ingested_at or dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
     with stage("ingest-raw") as st:
-        if not cfg.raw_logs:
-            raise InputError("no raw logs configured: pass --raw_logs PATH")
         fmt = log_format(cfg)
         by_id = cfg.segment == "id"
-        batch = batch_name(cfg, cfg.raw_logs)
         mode = templates_mode(spark, cfg)
-        lines = read_raw_logs(spark, cfg.raw_logs)
-        if lines.limit(1).count() == 0:  # as the Event_traces path: nothing to ingest is an error, not 0 blocks
-            raise InputError(f"{cfg.raw_logs}: no log lines (an empty input); nothing was written")
         miner = None
         if mode == "file":
             templates = read_templates(spark, cfg.templates)
@@ -250,33 +355,42 @@ def run_ingest_raw(spark: SparkSession, cfg: Config, ingested_at: dt.datetime | 
         else:
             # the lines are parsed once: their ids are joined back to the cached fields (a broadcast)
             cached = mined_fields(lines, fmt, by_id).persist(StorageLevel.MEMORY_AND_DISK)
+        rule = {}
         try:
             if mode != "file":
                 parsed, miner = parse_mined(cached, fmt, load_miner(spark, cfg) if mode == "state" else None,
                                             cfg.drain_sim_th, cfg.drain_depth, by_id, keep_unknown=mode == "state")
                 templates = mined_templates(spark, miner)
-            sess = sessions(segment(parsed, cfg.segment, cfg.segment_lines, cfg.window_seconds,
-                                    cfg.window_step_seconds))
+            by_reason = {r["reason"]: r["n"] for r in parsed.groupBy("reason").agg(F.count(F.lit(1)).alias("n")).collect()}
+            rows = segment(parsed, cfg.segment, cfg.segment_lines, cfg.window_seconds, cfg.window_step_seconds)
             rejects = raw_rejects(parsed, ingested_at)
+            commit_rule = None
+            if by_id:
+                rows, late, commit_rule = apply_session_rule(spark, cfg, rows, batch, ingested_at,
+                                                             sum(by_reason.values()))
+                rejects = rejects.unionByName(late)
+            sess = sessions(rows)
             labels = None
             if cfg.anomaly_labels:
                 labels = parse_labels(read_session_labels(spark, cfg.anomaly_labels), sess.select("block_id"))
                 labels = labels.where(F.col("reason").isNull() | (F.col("reason") != Reason.LABEL_UNKNOWN_BLOCK))
                 rejects = rejects.unionByName(label_rejects(labels, ingested_at))
             write_ingest(spark, cfg, templates, build_traces(sess, labels), rejects, batch, schemas.SOURCE_RAW_LOG,
-                         ingested_at)
+                         ingested_at, dedupe=not by_id)
             if mode == "mine":
                 _save_miner(spark, cfg, miner, batch, ingested_at)
             write_batches(template_counts(parsed, templates).withColumn("ingest_batch", F.lit(batch)),
                           cfg.table(schemas.TEMPLATE_COUNTS), [batch], cfg.append)
-            by_reason = {r["reason"]: r["n"] for r in parsed.groupBy("reason").agg(F.count(F.lit(1)).alias("n")).collect()}
+            if commit_rule is not None:
+                rule = commit_rule()  # the state last: a batch whose state is written has written everything
         finally:
             cached.unpersist()
         lines_n = sum(by_reason.values())
         accepted = by_reason.pop(None, 0)
         raw_rejected = _in_batch(read_table(spark, cfg.table(schemas.INGEST_REJECTS)), batch).where(
             F.col("source") == schemas.SOURCE_RAW_LOG)
-        stored = raw_rejected.where(F.col("reason") != Reason.BLOCK_ALREADY_INGESTED).count()
+        per_session = (Reason.BLOCK_ALREADY_INGESTED, Reason.SESSION_CLOSED)  # session rows, not lines
+        stored = raw_rejected.where(~F.col("reason").isin(*per_session)).count()
         if lines_n != accepted + stored:
             raise ConservationError(f"log lines {lines_n} != accepted {accepted} + rejected {stored}")
         already = raw_rejected.where(F.col("reason") == Reason.BLOCK_ALREADY_INGESTED).count()
@@ -294,7 +408,8 @@ def run_ingest_raw(spark: SparkSession, cfg: Config, ingested_at: dt.datetime | 
                   rejects_by_reason=dict(sorted(by_reason.items())), blocks=agg["blocks"],
                   events=int(agg["events"] or 0), anomalies=int(agg["anomalies"] or 0),
                   unlabelled=int(agg["unlabelled"] or 0),
-                  unknown_template_lines=int(per_template.get("E0", 0)))
-    rejected = {**by_reason, **({Reason.BLOCK_ALREADY_INGESTED: already} if already else {})}
+                  unknown_template_lines=int(per_template.get("E0", 0)), **rule)
+    rejected = {**by_reason, **({Reason.BLOCK_ALREADY_INGESTED: already} if already else {}),
+                **({Reason.SESSION_CLOSED: rule["late_events"]} if rule.get("late_events") else {})}
     _strict_check(cfg, lines_n, rejected, "log lines")
     return {**dict(st), "lines_per_template": per_template}

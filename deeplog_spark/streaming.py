@@ -13,8 +13,9 @@ batches, ``traces`` for the sessions that close, ``ingest_rejects``) and then
 - ``flush = true``: once the available files are processed, close every open session (the end of a
   backfill) as one more batch, ``<last batch>-flush``.
 - **Exactly once.** A micro-batch that failed or was killed is run again by Spark with the same
-  files and batch id. Every Delta write of a micro-batch carries ``txnAppId`` (from the checkpoint)
-  and ``txnVersion`` (the batch id), so a table that already took it skips it; and what the batch
+  files and batch id. Every Delta write of a micro-batch carries ``txnAppId`` (the query's id, kept
+  in the checkpoint) and ``txnVersion`` (the batch id), so a table that already took it skips it
+  (:func:`deeplog_spark.core.tables.idempotent`); and what the batch
   writes is recomputed from the state it started from (``session_state`` records it), so the
   writes that were not done yet write what the first attempt would have.
 
@@ -24,8 +25,9 @@ state store; docs/scheduled-scoring.md says why.
 
 from __future__ import annotations
 
-import hashlib
 import logging
+import os
+import threading
 import time
 
 from pyspark.sql import DataFrame, SparkSession
@@ -51,9 +53,18 @@ def checkpoint_of(cfg: Config) -> str:
     return cfg.checkpoint or cfg.tables_root.rstrip("/") + "/_checkpoints/stream"
 
 
-def app_id(checkpoint: str) -> str:
-    """The ``txnAppId`` of a stream's writes: one per checkpoint, the same after a restart."""
-    return "deeplog-stream-" + hashlib.sha256(checkpoint.encode()).hexdigest()[:16]
+def _refuse_new_checkpoint(spark: SparkSession, cfg: Config, checkpoint: str, prefix: str) -> None:
+    """A new checkpoint numbers its micro-batches from 0 again: refuse it while the tables hold
+    batches of a stream with the same prefix (their names would come back)."""
+    local = checkpoint if "://" not in checkpoint else (checkpoint[7:] if checkpoint.startswith("file://") else None)
+    if local is None or os.path.exists(os.path.join(local, "metadata")):
+        return
+    path = cfg.table(schemas.SESSION_STATE)
+    if table_exists(spark, path) and read_table(spark, path).where(
+            F.col("ingest_batch").startswith(prefix + "-")).limit(1).count():
+        raise InputError(f"the tables at {cfg.tables_root} hold batches of a stream named {prefix!r}, but the "
+                         f"checkpoint {checkpoint} is new: pass the stream's checkpoint (--checkpoint), or name this "
+                         "stream's batches otherwise (--ingest_batch PREFIX)")
 
 
 def landing_lines(spark: SparkSession, cfg: Config) -> DataFrame:
@@ -110,15 +121,18 @@ def run_stream(spark: SparkSession, cfg: Config, model: str | None = None) -> di
         bundle = ModelBundle(cfg.artifacts_root, model)  # fails before the query starts when there is no model
         run_id = bundle.run_id  # one model for the whole stream, even when a training ends meanwhile
         checkpoint = checkpoint_of(cfg)
-        app = app_id(checkpoint)
         prefix = cfg.ingest_batch or "stream"
+        _refuse_new_checkpoint(spark, cfg, checkpoint, prefix)
         base = cfg.replace(append=True, flush=False)
         done: list[dict] = []
+        query_id: dict[str, str] = {}
+        started = threading.Event()
 
         def process(df: DataFrame, batch_id: int) -> None:
+            started.wait()  # the query's id is known once start() has returned
             batch = f"{prefix}-{batch_id:06d}"
             lines = df.withColumn("line_order", F.monotonically_increasing_id())
-            with idempotent(app, batch_id):
+            with idempotent(query_id["app"], batch_id):
                 done.append({"batch_id": batch_id, **score_batch(spark, base, batch, run_id, lines)})
 
         writer = (landing_lines(spark, cfg).writeStream.foreachBatch(process)
@@ -129,6 +143,10 @@ def run_stream(spark: SparkSession, cfg: Config, model: str | None = None) -> di
             writer = writer.trigger(processingTime=cfg.trigger)
         t0 = time.perf_counter()
         query = writer.start()
+        # the transaction app id: the query's id, kept in the checkpoint (the same after a restart; a new
+        # checkpoint is a new query, whose batch ids start at 0 again)
+        query_id["app"] = f"deeplog-stream-{query.id}"
+        started.set()
         log.info("stream: reading %s (checkpoint %s, trigger %s, model %s)", cfg.landing, checkpoint, cfg.trigger,
                  run_id)
         query.awaitTermination()

@@ -106,9 +106,20 @@ def write_ingest(spark: SparkSession, cfg: Config, templates: DataFrame, traces:
     if cfg.append and dedupe:
         traces, dup = drop_already_ingested(spark, cfg, traces, batch, source, ingested_at)
         rejects = rejects.unionByName(dup)
-    write_table(templates, cfg.table(schemas.TEMPLATES))
+    _write_templates(spark, cfg, templates)
     write_batches(traces, cfg.table(schemas.TRACES), [batch], cfg.append)
     write_batches(rejects, cfg.table(schemas.INGEST_REJECTS), [batch], cfg.append)
+
+
+def _write_templates(spark: SparkSession, cfg: Config, templates: DataFrame) -> None:
+    """Write the templates table, but not when an appended batch brings the same templates (the
+    usual case: a commit saved on every batch of a schedule or a stream)."""
+    path = cfg.table(schemas.TEMPLATES)
+    if cfg.append and table_exists(spark, path):
+        rows = sorted(tuple(r) for r in templates.collect())
+        if rows == sorted(tuple(r) for r in read_table(spark, path).select(*templates.columns).collect()):
+            return
+    write_table(templates, path)
 
 
 def _in_batch(df: DataFrame, batch: str) -> DataFrame:
@@ -308,9 +319,10 @@ def apply_session_rule(spark: SparkSession, cfg: Config, rows: DataFrame, batch:
     late = st.late.localCheckpoint()
 
     def commit() -> dict:
-        counts = {"sessions_closed": closed.select("block_id").distinct().count(),
-                  "sessions_open": still_open.select("block_id").distinct().count(),
-                  "events_open": still_open.count(), "late_events": late.count()}
+        shut = closed.agg(F.count_distinct("block_id")).first()[0]
+        kept = still_open.agg(F.count_distinct("block_id").alias("s"), F.count(F.lit(1)).alias("e")).first()
+        counts = {"sessions_closed": shut, "sessions_open": kept["s"], "events_open": kept["e"],
+                  "late_events": late.count()}
         counts["late_sessions"] = 0 if before is None else (
             closed.join(prior.open_rows.select("block_id").distinct(), "block_id", "left_anti")
             .groupBy("block_id").agg(F.max("t").alias("_last")).where(F.col("_last") < F.lit(before)).count())

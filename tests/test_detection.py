@@ -64,7 +64,8 @@ def handmade(spark, tmp_path_factory):
     root = tmp_path_factory.mktemp("handmade")
     cfg = Config.load(overrides={"tables_root": str(root / "wh"), "artifacts_root": str(root / "art"), "h": H,
                                  "top_g": 2, "shuffle_partitions": 2})
-    rows = [(b, ev, None, label, split, len(ev), None, None, None, "day1", None) for b, ev, label, split in _sessions()]
+    rows = [(b, ev, None, label, split, len(ev), None, None, None, "day1", None, None, None)
+            for b, ev, label, split in _sessions()]
     write_table(spark.createDataFrame(rows, schemas.TRACES_SCHEMA), cfg.table_path(schemas.TRACES))
     write_table(spark.createDataFrame([(e, f"E{e}", f"template {e}") for e in range(1, VOCAB + 1)], schemas.TEMPLATES_SCHEMA),
                 cfg.table_path(schemas.TEMPLATES))

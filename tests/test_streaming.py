@@ -33,8 +33,9 @@ from tests.conftest import REPO, SAMPLE
 
 BLOCKS, DAYS = 120, 1.5
 #: The verdict columns two scorings of the same sessions must agree on.
-SAME = ("block_id", "split", "label", "anomalous", "detectors", "reason", "deeplog_anomalous", "n_windows",
-        "max_key_rank", "max_key_score", "count_score", "max_value_error", "first_anomalous_position")
+SAME = ("block_id", "split", "label", "session_start", "session_end", "anomalous", "detectors", "reason",
+        "deeplog_anomalous", "n_windows", "max_key_rank", "max_key_score", "count_score", "max_value_error",
+        "first_anomalous_position")
 
 
 @pytest.fixture(scope="module")
@@ -148,6 +149,7 @@ def test_a_log_cut_anywhere_and_streamed_gives_the_verdicts_of_the_whole_log(spa
     # verdicts carry the batch that closed the session and when it was detected
     v = read_table(spark, scfg.table_path(schemas.VERDICTS))
     assert v.where(F.col("detected_at").isNull() | (F.col("verdict_status") != "final")).count() == 0
+    assert v.where(F.col("session_start").isNull() | (F.col("session_end") < F.col("session_start"))).count() == 0
 
 
 def test_late_disordered_and_repeated_input(spark, raw_log, one_shot, tmp_path):

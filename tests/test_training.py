@@ -115,7 +115,8 @@ def _interval_traces(spark, cfg, rng):
         for split, label, scale in (("train", 0, 1.0), ("train", 1, 1000.0), ("val", 0, 1.0), ("test", 0, 500.0)):
             n = 14
             iv = [0.0] + [float(abs(v)) for v in np.round(scale * (1.0 + 0.1 * rng.standard_normal(n - 1)), 3)]
-            rows.append((f"blk_{split}_{label}_{i}", [5, 22] * (n // 2), iv, label, split, n, None, None, None, None, None))
+            rows.append((f"blk_{split}_{label}_{i}", [5, 22] * (n // 2), iv, label, split, n, None, None, None, None, None,
+                         None, None))
     write_table(spark.createDataFrame(rows, schemas.TRACES_SCHEMA), cfg.table_path(schemas.TRACES))
     write_table(spark.createDataFrame([(5, "E5", "t5"), (22, "E22", "t22")], schemas.TEMPLATES_SCHEMA),
                 cfg.table_path(schemas.TEMPLATES))

@@ -60,6 +60,9 @@ TRACES_SCHEMA = StructType(
         StructField("ingest_batch", StringType(), True),
         # when this batch was ingested (UTC): the windows stage re-windows a batch ingested again
         StructField("ingested_at", TimestampType(), True),
+        # the event times of the session's first and last events (raw logs; null without times)
+        StructField("session_start", TimestampType(), True),
+        StructField("session_end", TimestampType(), True),
     ]
 )
 

@@ -22,6 +22,11 @@ _SESSION = {
     "ingest_batch": "the ingest batch (a day of logs, say) the session was ingested in",
 }
 
+_TIMES = {
+    "session_start": "the event time of the session's first event (raw logs; null when the input has no times)",
+    "session_end": "the event time of the session's last event (raw logs; null when the input has no times)",
+}
+
 _TEMPLATE = {
     "event_id": "event id (n of En)",
     "event_key": "event key, En",
@@ -40,6 +45,7 @@ TABLES: dict[str, tuple[str, dict[str, str]]] = {
         "latency": "Loghub's Latency column of Event_traces (null when absent)",
         "source_file": "the input file (the session's first file for raw logs)",
         "ingested_at": "when the batch was ingested (UTC)",
+        **_TIMES,
     }),
     names.INGEST_REJECTS: ("Input rows and log lines that were not accepted, each with its reason", {
         "source": "event_traces, sequences, raw_log or anomaly_labels",
@@ -82,7 +88,7 @@ TABLES: dict[str, tuple[str, dict[str, str]]] = {
         "sessions": "train-normal sessions with that vector",
     }),
     names.VERDICTS: ("One verdict per session and detection (run_id, g, k): anomalous or not, and why", {
-        **_DETECTION, **_SESSION,
+        **_DETECTION, **_SESSION, **_TIMES,
         "anomalous": "the fused verdict: the rule chosen on the val split",
         "detectors": "the members of the fused rule that fired",
         "reason": "what is wrong, in words, and where the key model was most surprised",

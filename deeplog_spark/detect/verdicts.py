@@ -44,7 +44,8 @@ from deeplog_spark.models.fit import PATTERNS_FILE
 log = logging.getLogger(__name__)
 
 #: The columns of the verdicts table, in order.
-VERDICT_COLUMNS = ("run_id", "g", "k", "block_id", "split", "label", "ingest_batch", "anomalous", "detectors", "reason",
+VERDICT_COLUMNS = ("run_id", "g", "k", "block_id", "split", "label", "ingest_batch", "session_start", "session_end",
+                   "anomalous", "detectors", "reason",
                    "deeplog_anomalous", "count_anomalous", "n_windows", "n_anomalous_windows", "max_key_rank",
                    "max_key_score", "max_value_error", "count_score", "exact_anomalous", "pca_spe",
                    "first_anomalous_position", "first_anomaly_window", "first_anomaly_next_event",
@@ -177,7 +178,7 @@ def decide(sessions: DataFrame, bundle: ModelBundle, g: int, k: float) -> DataFr
     deeplog = (F.col("max_key_rank") > F.lit(g)) | F.coalesce(value_over, F.lit(False))
     return sessions.select(
         F.lit(bundle.run_id).alias("run_id"), F.lit(g).alias("g"), F.lit(float(k)).alias("k"),
-        "block_id", "split", "label", "ingest_batch",
+        "block_id", "split", "label", "ingest_batch", "session_start", "session_end",
         anomalous.alias("anomalous"), names.alias("detectors"), F.when(anomalous, reason).alias("reason"),
         deeplog.alias("deeplog_anomalous"),
         "n_windows", "n_anomalous_windows", "max_key_rank", "max_key_score", "max_value_error",
@@ -307,7 +308,10 @@ def run_detect(spark: SparkSession, cfg: Config, model: str | None = None) -> di
             raise InputError(f"no sessions to score{f' in batch {batch!r}' if batch else ''}"
                              + (f": all {n} of its input rows were rejected (see {cfg.table(schemas.INGEST_REJECTS)})"
                                 if n else ": ingest it first"))
-        traces = traces.select("block_id", "split", "label", "ingest_batch", "events", "intervals")
+        # the session's event times (raw logs); null for inputs without times and tables from before them
+        times = [F.col(c) if c in traces.columns else F.lit(None).cast("timestamp").alias(c)
+                 for c in ("session_start", "session_end")]
+        traces = traces.select("block_id", "split", "label", "ingest_batch", *times, "events", "intervals")
         t0 = time.perf_counter()
         detected_at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
         # a batch's detection is named by what it scores, so scoring the batch again (a retried stream

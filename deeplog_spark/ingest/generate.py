@@ -29,7 +29,8 @@ line (2008-11-09 20:35:18); its events follow at the model's intervals. A line i
 real line of the same event in ``raw_logs`` (the HDFS_2k sample: pid, level, component, content
 with its IPs, ports and sizes) with the block id replaced; an event the sample has no line of (16 of
 the 29) is spelled from its template, the block id in its place and fixed placeholder values for
-the other parameters. Every spelled line is checked to parse back to its event.
+the other parameters. Every spelled line is checked to parse back to its event. A timing
+anomaly's stall is capped at :data:`RAW_MAX_STALL` (12 h) in raw logs.
 """
 
 from __future__ import annotations
@@ -131,6 +132,9 @@ def generate(spark: SparkSession, real: DataFrame, blocks: int, anomaly_ratio: f
 
 #: HDFS_v1's first line: generated raw logs start here.
 RAW_START = dt.datetime(2008, 11, 9, 20, 35, 18, tzinfo=dt.timezone.utc)
+#: In raw logs a timing anomaly's stalled interval is at most this long (s): a 1000x stall of a deletion
+#: (a median hour) would otherwise put its last event weeks after the rest of the log.
+RAW_MAX_STALL = 12 * 3600.0
 #: Where the block id goes in a spelled line's content.
 BLOCK_SLOT = "\u0000"
 _BLOCK_RE = r"blk_-?\d+"
@@ -189,7 +193,10 @@ def raw_lines(sessions: DataFrame, examples: DataFrame, seed: int, days: float) 
     ``pos``, ``line`` (an HDFS_v1 log line)."""
     start = F.lit(RAW_START.timestamp()) + F.floor(_uniform(seed, F.col("block_id"), F.lit("start"))
                                                    * F.lit(days * 86400.0))
-    ev = sessions.select("block_id", start.alias("start"), "intervals", F.posexplode("events").alias("pos", "e"))
+    stalled = F.transform("intervals", lambda x: F.least(x, F.lit(RAW_MAX_STALL)))
+    intervals = F.when(F.col("type") == "synthetic-timing", stalled).otherwise(F.col("intervals"))
+    ev = sessions.select("block_id", start.alias("start"), intervals.alias("intervals"),
+                         F.posexplode("events").alias("pos", "e"))
     t = F.col("start") + F.aggregate(F.slice("intervals", 1, F.col("pos") + 1), F.lit(0.0), lambda a, x: a + x)
     counts = F.broadcast(examples.select("e", "n").distinct())
     ev = (ev.join(counts, "e").withColumn("k", F.pmod(F.xxhash64(F.lit(seed), "block_id", "pos", F.lit("line")), "n"))
@@ -297,4 +304,5 @@ def _readme(s: dict) -> str:
             + ("\nThe sessions are written as raw HDFS log lines (`raw/<hour>.log`, in time order): real lines of the "
                "same event from the HDFS_2k sample with the block id replaced, or, for events the sample lacks, "
                "the template with placeholder values. Times are synthetic (the interval model above, session starts "
-               f"spread over {s.get('days')} day(s) from 2008-11-09 20:35:18).\n" if s.get("format") == "raw" else ""))
+               f"spread over {s.get('days')} day(s) from 2008-11-09 20:35:18; a timing anomaly's stall at most "
+               f"{RAW_MAX_STALL / 3600:g} h).\n" if s.get("format") == "raw" else ""))

@@ -346,9 +346,10 @@ def sessions(rows: DataFrame) -> DataFrame:
     ``parse_traces`` output.
 
     Columns: block_id, events, intervals (seconds between consecutive events, first 0),
-    trace_label (1 when any line of the session is an alert line, null without line labels) and
-    the trace_* columns :func:`deeplog_spark.ingest.traces.build_traces` expects (null: raw logs carry
-    no type or latency), reason (null), _source_file (the session's first file).
+    trace_label (1 when any line of the session is an alert line, null without line labels),
+    session_start and session_end (the first and last event times), the trace_* columns
+    :func:`deeplog_spark.ingest.traces.build_traces` expects (null: raw logs carry no type or
+    latency), reason (null), _source_file (the session's first file).
     """
     if "block_id" not in rows.columns:
         raise TypeError("sessions() takes the session rows of segment(), not parsed lines")
@@ -368,6 +369,8 @@ def sessions(rows: DataFrame) -> DataFrame:
         F.lit(None).cast("double").alias("trace_latency"),
         F.lit(None).cast("string").alias("reason"),
         F.col("xs")[0]["f"].alias(SOURCE_FILE),
+        F.timestamp_seconds(F.col("xs")[0]["t"]).alias("session_start"),
+        F.timestamp_seconds(F.element_at("xs", -1)["t"]).alias("session_end"),
     )
 
 

@@ -464,6 +464,8 @@ def build_traces(parsed_traces: DataFrame, parsed_labels: DataFrame | None) -> D
         F.col("trace_type").alias("type"),
         F.col("trace_latency").alias("latency"),
         F.col(SOURCE_FILE).alias("source_file"),
+        *[(F.col(c) if c in traces.columns else F.lit(None)).cast("timestamp").alias(c)
+          for c in ("session_start", "session_end")],
     )
 
 

@@ -96,17 +96,14 @@ def score_batch(spark: SparkSession, cfg: Config, batch: str, run_id: str, lines
     return out
 
 
-def _flush_name(spark: SparkSession, cfg: Config, prefix: str) -> str | None:
-    """The flush batch after the newest batch of this stream (the same name when that batch was
-    itself a flush, so flushing again re-runs it); None when there is nothing to flush after."""
+def _flush_name(spark: SparkSession, cfg: Config) -> str | None:
+    """The flush batch after the newest batch (of this stream or of the batch path): ``<it>-flush``,
+    or its own name when it was a flush itself, so flushing again re-runs it; None before any batch."""
     path = cfg.table(schemas.SESSION_STATE)
     if not table_exists(spark, path):
         return None
-    last = read_table(spark, path).orderBy(F.col("seq").desc()).first()
-    name = last["ingest_batch"]
-    if name.endswith(FLUSH):
-        return name
-    return f"{name}{FLUSH}" if name.startswith(prefix + "-") else None
+    name = read_table(spark, path).orderBy(F.col("seq").desc()).first()["ingest_batch"]
+    return name if name.endswith(FLUSH) else f"{name}{FLUSH}"
 
 
 def run_stream(spark: SparkSession, cfg: Config, model: str | None = None) -> dict:
@@ -114,6 +111,8 @@ def run_stream(spark: SparkSession, cfg: Config, model: str | None = None) -> di
     each micro-batch did."""
     if not cfg.landing:
         raise InputError("--task stream needs --landing FOLDER: the folder raw log files land in")
+    if "://" not in cfg.landing and not os.path.isdir(cfg.landing):
+        raise InputError(f"--landing {cfg.landing}: no such folder (the stream reads the files that land in it)")
     if cfg.segment != "id":
         raise InputError("--task stream cuts sessions by id (segment = id): the session rule across batches is "
                          "defined for session ids")
@@ -153,7 +152,7 @@ def run_stream(spark: SparkSession, cfg: Config, model: str | None = None) -> di
         seconds = time.perf_counter() - t0
         flushed = None
         if cfg.flush:
-            name = _flush_name(spark, cfg, prefix)
+            name = _flush_name(spark, cfg)
             if name:
                 empty = spark.createDataFrame([], "line string, source_file string, line_order long")
                 flushed = score_batch(spark, base.replace(flush=True), name, run_id, empty)

@@ -67,16 +67,22 @@ def _verdicts(spark, cfg):
 
 
 @pytest.fixture(scope="module")
-def one_shot(spark, raw_log, tmp_path_factory):
-    """The whole log ingested at once (a batch without --append closes every session) and scored."""
+def one_shot_ingest(spark, raw_log, tmp_path_factory):
+    """The whole log ingested at once (a batch without --append closes every session)."""
     cfg, files, _ = raw_log
     cfg = cfg.replace(tables_root=str(tmp_path_factory.mktemp("one") / "wh"), raw_logs=str(files[0].parent))
-    out = run_ingest_raw(spark, cfg)
+    return cfg, run_ingest_raw(spark, cfg)
+
+
+@pytest.fixture(scope="module")
+def one_shot(spark, one_shot_ingest):
+    """... and scored: (cfg, the ingest's counts, the verdicts)."""
+    cfg, out = one_shot_ingest
     run_detect(spark, cfg)
     return cfg, out, _verdicts(spark, cfg)
 
 
-def test_generated_raw_log_is_time_ordered_and_parses_back_to_its_sessions(spark, raw_log, one_shot):
+def test_generated_raw_log_is_time_ordered_and_parses_back_to_its_sessions(spark, raw_log, one_shot_ingest):
     cfg, files, sessions = raw_log
     assert len(files) > 24  # a file per hour over a day and a half
     last = ""
@@ -84,7 +90,7 @@ def test_generated_raw_log_is_time_ordered_and_parses_back_to_its_sessions(spark
         stamps = [line[:13] for line in f.read_text().splitlines()]
         assert stamps == sorted(stamps) and stamps[0] >= last, f.name  # time order within and across files
         last = stamps[-1]
-    one_cfg, out, _ = one_shot
+    one_cfg, out = one_shot_ingest
     assert out["rejected_lines"] == 0 and out["blocks"] == BLOCKS and out["sessions_open"] == 0
     traces = {r.block_id: (list(r.events), list(r.intervals))
               for r in read_table(spark, one_cfg.table_path(schemas.TRACES)).collect()}
@@ -115,6 +121,9 @@ def _random_cuts(files, out: Path, pieces: int, seed: int) -> list[Path]:
     return paths
 
 
+# a stream of 5 triggers and a flush, ~2 min; with the two below, the equivalence, late-input and
+# exactly-once proofs of docs/scheduled-scoring.md (the session rule itself is tested in make test)
+@pytest.mark.extended
 def test_a_log_cut_anywhere_and_streamed_gives_the_verdicts_of_the_whole_log(spark, raw_log, one_shot, tmp_path):
     """Random cut positions (a session's lines split between files, a second split between files),
     one trigger per file, then a later run that flushes: the final verdicts are those of the whole
@@ -152,6 +161,7 @@ def test_a_log_cut_anywhere_and_streamed_gives_the_verdicts_of_the_whole_log(spa
     assert v.where(F.col("session_start").isNull() | (F.col("session_end") < F.col("session_start"))).count() == 0
 
 
+@pytest.mark.extended  # two stream runs of 12 hourly files and two late files, ~2.5 min
 def test_late_disordered_and_repeated_input(spark, raw_log, one_shot, tmp_path):
     """Lines out of order inside a file, two files delivered in swapped order: the same verdicts. A
     file under a new name holding lines of sessions already closed: each line rejected as
@@ -255,3 +265,32 @@ def test_a_stream_killed_mid_trigger_and_rerun_writes_everything_once(spark, raw
     assert runs.agg(F.sum("sessions")).first()[0] == BLOCKS
     state = read_table(spark, scfg.table_path(schemas.SESSION_STATE))
     assert state.count() == state.select("seq").distinct().count() == 5  # 4 triggers and the flush
+
+
+def test_the_session_rule_on_hand_made_rows(spark):
+    """Open sessions extend; the watermark closes the quiet ones; a closed session's event is late."""
+    from deeplog_spark.ingest import session_rule
+
+    cols = "block_id string, t double, f string, o long, e int, lab int"
+    open_rows = spark.createDataFrame([("a", 100.0, "f1", 1, 5, None), ("b", 900.0, "f1", 2, 5, None)], cols)
+    new = spark.createDataFrame([("b", 950.0, "f2", 1, 22, None), ("c", 990.0, "f2", 2, 5, None),
+                                 ("x", 960.0, "f2", 3, 9, None)], cols)
+    closed = spark.createDataFrame([("x", "day0")], "block_id string, ingest_batch string")
+    st = session_rule.step(open_rows, new, closed, watermark=990.0 - 500.0, flush=False)
+    assert sorted((r.block_id, r.t) for r in st.closed.collect()) == [("a", 100.0)]  # quiet since before 490
+    assert sorted((r.block_id, r.t) for r in st.open.collect()) == [("b", 900.0), ("b", 950.0), ("c", 990.0)]
+    assert [(r.block_id, r.closed_in) for r in st.late.collect()] == [("x", "day0")]
+    flushed = session_rule.step(open_rows, new, closed, watermark=None, flush=True)
+    assert flushed.open.count() == 0 and flushed.closed.count() == 4
+    waiting = session_rule.step(open_rows, new, closed, watermark=None, flush=False)  # no time yet: nothing closes
+    assert waiting.closed.count() == 0 and waiting.open.count() == 4
+    rejects = session_rule.late_rejects(st.late, "day1", None, 500.0).collect()
+    assert [(r.reason, r.block_id, r.ingest_batch) for r in rejects] == [("session_closed", "x", "day1")]
+    assert "closed in batch day0" in rejects[0].detail
+
+
+def test_a_missing_landing_folder_is_a_clear_error(spark, cfg, tmp_path):
+    with pytest.raises(InputError, match="no such folder"):
+        run_stream(spark, cfg.replace(landing=str(tmp_path / "nope")))
+    with pytest.raises(InputError, match="needs --landing"):
+        run_stream(spark, cfg)

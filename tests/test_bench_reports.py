@@ -69,3 +69,12 @@ def test_report_is_what_its_json_renders(result):
     bench = next(b for b in REPORTS if result.startswith(f"{b}_"))
     out = json.loads((RESULTS / result).read_text())
     assert _load(bench).markdown(out) == (RESULTS / result).with_suffix(".md").read_text()
+
+
+@pytest.mark.parametrize("result", sorted(p.name for p in RESULTS.glob("streaming_*.json")))
+def test_streaming_report_is_what_its_json_renders(result):
+    out = json.loads((RESULTS / result).read_text())
+    assert out["synthetic"] is True and out["lines"] > 0
+    if "equivalent_to_one_shot" in out:  # a run with the one-shot: its verdicts compared row by row
+        assert out["verdicts"]["differ"] == 0 if out["equivalent_to_one_shot"] else out["verdicts"]["differ"] > 0
+    assert _load("streaming").report(out) == (RESULTS / result).with_suffix(".md").read_text()

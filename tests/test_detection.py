@@ -408,7 +408,8 @@ def test_the_verdict_columns_of_every_session_use_no_lambda(spark):
     from deeplog_spark.detect.verdicts import _deeplog_evidence, decide
 
     sessions = spark.createDataFrame([], (
-        "block_id string, split string, label int, ingest_batch string, events array<int>, model_events array<int>, "
+        "block_id string, split string, label int, ingest_batch string, session_start timestamp, "
+        "session_end timestamp, events array<int>, model_events array<int>, "
         "key_text string, key_p double, key_position int, n_windows int, n_anomalous_windows int, max_key_rank int, "
         "max_key_score double, max_value_error float, value_position int, value_interval double, value_expected double, "
         "value_first_over int, count_anomalous boolean, count_score double, count_reason string, "

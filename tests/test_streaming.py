@@ -82,6 +82,9 @@ def one_shot(spark, one_shot_ingest):
     return cfg, out, _verdicts(spark, cfg)
 
 
+# the tests over the generated log need full_run's model and a generated log (~1.5 min before the first):
+# they run in the extended suite; the rule itself is tested on hand-made rows in make test
+@pytest.mark.extended
 def test_generated_raw_log_is_time_ordered_and_parses_back_to_its_sessions(spark, raw_log, one_shot_ingest):
     cfg, files, sessions = raw_log
     assert len(files) > 24  # a file per hour over a day and a half
@@ -205,6 +208,7 @@ def test_late_disordered_and_repeated_input(spark, raw_log, one_shot, tmp_path):
     assert _verdicts(spark, scfg) == whole
 
 
+@pytest.mark.extended  # two batches of 14 hourly files and a re-run, ~40 s
 def test_rerunning_an_older_batch_is_refused_and_the_newest_is_replaced(spark, raw_log, tmp_path):
     """The batch path: ingest-raw --append of two batches; the newest again gives the same tables
     (it starts from the state it started from); the older one is refused, so no batch's events are

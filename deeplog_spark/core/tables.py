@@ -45,6 +45,11 @@ T = TypeVar("T")
 _TXN: contextvars.ContextVar[tuple[str, int] | None] = contextvars.ContextVar("delta_txn", default=None)
 
 
+def current_txn() -> tuple[str, int] | None:
+    """The (txnAppId, txnVersion) of the :func:`idempotent` block in progress, or None."""
+    return _TXN.get()
+
+
 @contextlib.contextmanager
 def idempotent(app_id: str, version: int) -> Iterator[None]:
     """Every Delta write inside carries ``txnAppId``/``txnVersion``: a table that already holds a

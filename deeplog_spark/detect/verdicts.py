@@ -34,7 +34,7 @@ from deeplog_spark.core.config import Config
 from deeplog_spark.core.errors import InputError
 from deeplog_spark.core.logs import stage
 from deeplog_spark.core.runs import detection_rows, detection_stats_path, read_json, write_json
-from deeplog_spark.core.tables import read_table, replace_where, sql_str, table_exists, table_version
+from deeplog_spark.core.tables import current_txn, read_table, replace_where, sql_str, table_exists, table_version
 from deeplog_spark.detect.bundle import ModelBundle
 from deeplog_spark.detect.scores import key_window_rows, model_ids, sequence_scores, sequences, value_per_session
 from deeplog_spark.features.windows import event_index, window_at
@@ -314,9 +314,10 @@ def run_detect(spark: SparkSession, cfg: Config, model: str | None = None) -> di
         traces = traces.select("block_id", "split", "label", "ingest_batch", *times, "events", "intervals")
         t0 = time.perf_counter()
         detected_at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
-        # a batch's detection is named by what it scores, so scoring the batch again (a retried stream
-        # trigger, a re-run) replaces its detection_runs row as it replaces its verdicts
-        detection_id = hashlib.sha256(f"{bundle.run_id}|{g}|{k}|{batch}|{'' if batch else detected_at.isoformat()}"
+        # a stream's micro-batch names its detection by its transaction (query, batch id), so a retried
+        # trigger replaces its detection_runs row; any other detection is a new one
+        txn = current_txn()
+        detection_id = hashlib.sha256(f"{bundle.run_id}|{g}|{k}|{batch}|{txn if txn else detected_at.isoformat()}"
                                       .encode()).hexdigest()[:16]
         version = registered_version(bundle)
         sessions, cached = score_sessions(spark, cfg, bundle, traces, g, k)
@@ -379,7 +380,7 @@ def record_detection(spark: SparkSession, cfg: Config, bundle: ModelBundle, stat
     else:
         earlier = (read_table(spark, cfg.table(schemas.VERDICTS), version=before)
                    .where(detection_rows(bundle.run_id, g, k)).where(F.col("anomalous")))
-        if stats["ingest_batch"]:  # this batch's own rows of an earlier attempt are not "before"
+        if current_txn() and stats["ingest_batch"]:  # a retried trigger: its first attempt's rows are not "before"
             earlier = earlier.where(F.col("ingest_batch") != stats["ingest_batch"])
         earlier = earlier.select("block_id")
         new = flagged.join(earlier, "block_id", "left_anti")

@@ -112,7 +112,7 @@ def commit_with_retry(commit: Callable[[], T], what: str, attempts: int = COMMIT
     for attempt in range(1, attempts + 1):
         try:
             return commit()
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - filtered by is_conflict
             if attempt == attempts or not is_conflict(exc):
                 raise
             delay = base_delay_s * 2 ** (attempt - 1) * (0.5 + random.random())
@@ -159,7 +159,6 @@ def replace_where(df: DataFrame, path: Table, cond: str, partition_by: Sequence[
     df = documented(df, table_name(ref))
 
     over_orphans = []
-
     txn = _TXN.get()
 
     def commit() -> None:
@@ -216,7 +215,7 @@ def create(df: DataFrame, ref: TableRef, partition_by: Sequence[str] = (),
         writer = writer.partitionedBy(*[F.col(c) for c in partition_by])
     try:
         writer.create()
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - an AnalysisException of either client
         spark = df.sparkSession
         if "TABLE_OR_VIEW_ALREADY_EXISTS" not in str(exc) or table_exists(spark, ref):
             raise

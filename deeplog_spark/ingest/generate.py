@@ -105,7 +105,7 @@ def generate(spark: SparkSession, real: DataFrame, blocks: int, anomaly_ratio: f
     i = F.col("id")
     kind = F.when(i < n_struct, "structural").when(i < n_anom, "timing").otherwise("normal")
     ids = spark.range(blocks).select("id", kind.alias("kind"))
-    pick = lambda size: F.pmod(F.xxhash64(F.lit(seed), i, F.lit("pick")), F.lit(size))
+    pick = lambda size: F.pmod(F.xxhash64(F.lit(seed), i, F.lit("pick")), F.lit(size))  # noqa: E731
     struct = (ids.where(F.col("kind") == "structural").withColumn("idx", pick(n_anom_pool))
               .join(F.broadcast(anomalous), "idx"))
     rest = (ids.where(F.col("kind") != "structural").withColumn("idx", pick(n_norm_pool))

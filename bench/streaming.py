@@ -99,6 +99,8 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     logs = work / "logs"
     logs.mkdir(exist_ok=True)
+    for old in [*work.glob("t_*"), *work.glob("land_*"), work / "tiny"]:  # a kept folder: the model and the log stay
+        shutil.rmtree(old, ignore_errors=True)
     art = work / "art"
     common = ["--artifacts_root", str(art), "--mlflow", "false"]
     print(f"work: {work}")

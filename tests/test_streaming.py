@@ -8,6 +8,7 @@ sessions close mid-stream, and none is cut) and the model is ``full_run``'s.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import random
 import re
@@ -291,6 +292,41 @@ def test_the_session_rule_on_hand_made_rows(spark):
     rejects = session_rule.late_rejects(st.late, "day1", None, 500.0).collect()
     assert [(r.reason, r.block_id, r.ingest_batch) for r in rejects] == [("session_closed", "x", "day1")]
     assert "closed in batch day0" in rejects[0].detail
+
+
+def test_open_sessions_changed_in_place_equal_a_rewrite(spark, cfg, monkeypatch):
+    """Four batches (the second and third close a session, the fourth none): the open state changed
+    in place (one commit a batch: closing sessions' rows out, the batch's open rows in) is the
+    state rewritten whole, with the same counts; a batch's commit is found by its note."""
+    from deeplog_spark.ingest import runner
+
+    cols = "block_id string, t double, f string, o long, e int, lab int"
+    batches = [("d1", [("a", 100.0, "f1", 1, 5, None), ("b", 150.0, "f1", 2, 5, None), ("c", 160.0, "f1", 3, 5, None)]),
+               ("d2", [("b", 700.0, "f2", 1, 22, None), ("d", 720.0, "f2", 2, 5, None)]),  # a closes (quiet since 100)
+               ("d3", [("d", 800.0, "f3", 1, 11, None), ("e", 810.0, "f3", 2, 5, None)]),  # c closes
+               ("d4", [("e", 820.0, "f4", 1, 22, None)])]  # none closes
+    results = {}
+    for mode, limit in (("in place", runner.MAX_CLOSING_IDS), ("rewrite", -1)):
+        monkeypatch.setattr(runner, "MAX_CLOSING_IDS", limit)
+        bcfg = cfg.replace(tables_root=f"{cfg.tables_root}/{mode.replace(' ', '_')}", append=True,
+                           session_timeout=600.0)
+        counts = []
+        for batch, rows in batches:
+            closed, _, commit = runner.apply_session_rule(spark, bcfg, spark.createDataFrame(rows, cols), batch,
+                                                          dt.datetime(2026, 1, 1), len(rows))
+            counts.append((sorted({r.block_id for r in closed.collect()}), commit()))
+        table = read_table(spark, bcfg.table_path(schemas.OPEN_SESSIONS))
+        history = spark.sql(f"DESCRIBE HISTORY delta.`{bcfg.table_path(schemas.OPEN_SESSIONS)}`").collect()
+        results[mode] = (counts, sorted(tuple(r) for r in table.collect()))
+        assert {r.userMetadata for r in history} == {f"deeplog ingest_batch={b}" for b, _ in batches}
+        ops = [r.operationParameters.get("predicate") for r in sorted(history, key=lambda r: r.version)]
+        assert ops == ([None] * 4 if mode == "rewrite" else [None, "block_id IN ('a')", "block_id IN ('c')", "false"])
+    assert results["in place"] == results["rewrite"]
+    counts, table = results["in place"]
+    assert [c[0] for c in counts] == [[], ["a"], ["c"], []]
+    assert [(c[1]["sessions_open"], c[1]["events_open"]) for c in counts] == [(3, 3), (3, 4), (3, 5), (3, 6)]
+    assert sorted((r[0], r[1], r[6]) for r in table) == [("b", 150.0, "d1"), ("b", 700.0, "d2"), ("d", 720.0, "d2"),
+                                                          ("d", 800.0, "d3"), ("e", 810.0, "d3"), ("e", 820.0, "d4")]
 
 
 def test_a_missing_landing_folder_is_a_clear_error(spark, cfg, tmp_path):

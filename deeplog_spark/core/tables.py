@@ -66,6 +66,43 @@ def idempotent(app_id: str, version: int) -> Iterator[None]:
     finally:
         _TXN.reset(token)
 
+@contextlib.contextmanager
+def session_conf(spark: SparkSession, conf: Mapping[str, str]) -> Iterator[None]:
+    """``conf`` set on the session inside, and restored after."""
+    before = {key: spark.conf.get(key, None) for key in conf}
+    for key, value in conf.items():
+        spark.conf.set(key, value)
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            if value is None:
+                spark.conf.unset(key)
+            else:
+                spark.conf.set(key, value)
+
+
+#: Whether a replaceWhere write checks that its rows match the condition (``replace_where(anywhere=True)``).
+REPLACE_WHERE_CHECK = "spark.databricks.delta.replaceWhere.constraintCheck.enabled"
+#: The commit's user metadata (``DESCRIBE HISTORY``'s ``userMetadata``): see :func:`commit_note`.
+USER_METADATA = "spark.databricks.delta.commitInfo.userMetadata"
+
+
+def commit_note(spark: SparkSession, note: str):
+    """Delta commits inside carry ``note`` as their user metadata, so :func:`version_before` can
+    tell which versions a batch wrote (the writes of a batch that was killed)."""
+    return session_conf(spark, {USER_METADATA: note})
+
+
+def version_before(spark: SparkSession, path: Table, note: str) -> int | None:
+    """The newest version of the table that was not written under ``note`` (:func:`commit_note`);
+    None when the newest versions all were (the table was created under it)."""
+    for row in spark.sql(f"DESCRIBE HISTORY {as_ref(path).sql} LIMIT 10").collect():
+        if row["userMetadata"] != note:
+            return int(row["version"])
+    return None
+
+
 #: How often a commit that lost a race to a concurrent writer is retried (with jittered backoff).
 COMMIT_ATTEMPTS = 8
 
@@ -142,8 +179,11 @@ def write_batches(df: DataFrame, path: Table, batches: Sequence[str], append: bo
 
 
 def replace_where(df: DataFrame, path: Table, cond: str, partition_by: Sequence[str] = (), whole: bool = False,
-                  properties: Mapping[str, str] | None = None) -> None:
+                  properties: Mapping[str, str] | None = None, anywhere: bool = False) -> None:
     """Replace the rows matching SQL ``cond`` in the Delta table ``path`` with ``df`` (one commit).
+
+    ``anywhere``: ``df``'s rows need not match ``cond`` (delete the rows of ``cond`` and add
+    ``df``, in one commit), and the replacement is done inside :func:`idempotent` too.
 
     Creates the table (partitioned by ``partition_by``, with the table ``properties``) when it does
     not exist; ``whole=True`` replaces the whole table (and sets the ``properties`` again). Rows
@@ -173,7 +213,7 @@ def replace_where(df: DataFrame, path: Table, cond: str, partition_by: Sequence[
             writer = writer.partitionBy(*partition_by) if partition_by else writer
             for key, value in (properties or {}).items():
                 writer = writer.option(key, value)
-        elif txn is not None:
+        elif txn is not None and not anywhere:
             # inside idempotent(): the rows of cond come only from attempts of this (app, version), and
             # the transaction ids skip a second one, so an append replaces nothing and costs a quarter
             # of a replaceWhere (which scans the table for the files it removes)
@@ -183,10 +223,12 @@ def replace_where(df: DataFrame, path: Table, cond: str, partition_by: Sequence[
                       .option("mergeSchema", "true"))
         if txn is not None:
             writer = writer.option("txnAppId", txn[0]).option("txnVersion", str(txn[1]))
-        if ref.name:
-            writer.option("path", ref.path).saveAsTable(ref.name)
-        else:
-            writer.save(ref.path)
+        # anywhere: Delta checks that the written rows match replaceWhere's condition unless told not to
+        with session_conf(spark, {REPLACE_WHERE_CHECK: "false"} if anywhere else {}):
+            if ref.name:
+                writer.option("path", ref.path).saveAsTable(ref.name)
+            else:
+                writer.save(ref.path)
 
     commit_with_retry(commit, str(ref))
     description = table_docs.table_comment(table_name(ref))

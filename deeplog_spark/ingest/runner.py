@@ -22,7 +22,17 @@ from deeplog_spark.core.config import Config
 from deeplog_spark.core.errors import InputError
 from deeplog_spark.core.logs import stage
 from deeplog_spark.core.schemas import Reason
-from deeplog_spark.core.tables import read_table, replace_where, table_exists, table_version, write_batches, write_table
+from deeplog_spark.core.tables import (
+    commit_note,
+    read_table,
+    replace_where,
+    sql_str,
+    table_exists,
+    table_version,
+    version_before,
+    write_batches,
+    write_table,
+)
 from deeplog_spark.ingest import session_rule
 from deeplog_spark.ingest.formats import preset
 from deeplog_spark.ingest.mining import Miner
@@ -286,7 +296,8 @@ def prior_state(spark: SparkSession, cfg: Config, batch: str) -> Prior:
     if rerun:
         version = rows[-1]["open_version"]
     else:
-        version = table_version(spark, open_path) if table_exists(spark, open_path) else None
+        # the newest version, unless an attempt of this batch that never wrote its state wrote it
+        version = version_before(spark, open_path, _note(batch)) if table_exists(spark, open_path) else None
     open_rows = (read_table(spark, open_path, version=version) if version is not None
                  else session_rule.empty_open(spark))
     ts = before["max_event_time"] if before is not None else None
@@ -300,33 +311,61 @@ def _utc(seconds: float | None) -> dt.datetime | None:
     return None if seconds is None else dt.datetime.fromtimestamp(seconds, dt.timezone.utc).replace(tzinfo=None)
 
 
+#: At most this many sessions closing in one batch are deleted from ``open_sessions`` by their ids;
+#: a batch that closes more rewrites the table.
+MAX_CLOSING_IDS = 20_000
+
+
+def _note(batch: str) -> str:
+    """The user metadata of a batch's commit to ``open_sessions``."""
+    return f"deeplog ingest_batch={batch}"
+
+
 def apply_session_rule(spark: SparkSession, cfg: Config, rows: DataFrame, batch: str, ingested_at: dt.datetime,
                        lines: int) -> tuple[DataFrame, DataFrame, Callable[[], dict]]:
     """The session rule for a batch's session rows: (the session rows of the sessions it closes, the
     ``session_closed`` rejects, a function that writes the new state once traces are written and
-    returns the rule's counts)."""
+    returns the rule's counts).
+
+    ``open_sessions`` is changed in place: the rows of the sessions the batch closes are deleted and
+    the batch's rows of the sessions still open are added, in one commit, so a batch's cost grows
+    with its own lines and the sessions it closes, not with the open state (a pass over the open
+    rows' ``block_id`` and ``t`` finds the closing sessions). The table is rewritten whole on a
+    flush, a re-run, or a batch that closes more than :data:`MAX_CLOSING_IDS` sessions.
+    """
     prior = prior_state(spark, cfg, batch)
     newest = rows.agg(F.max("t")).first()[0]
     seen = [x for x in (prior.max_event_time, newest) if x is not None]
     max_t = max(seen) if seen else None
     flush = cfg.flush or not cfg.append
     watermark = max_t - cfg.session_timeout if max_t is not None else None
-    st = session_rule.step(prior.open_rows, rows, prior.closed, watermark, flush)
+    # the per-session summary is materialised once: the closing sessions and the counts read it
+    st = session_rule.step(prior.open_rows, rows, prior.closed, watermark, flush, batch,
+                           keep=lambda df: df.localCheckpoint())
     before = prior.max_event_time - cfg.session_timeout if prior.max_event_time is not None else None
+    open_path = cfg.table(schemas.OPEN_SESSIONS)
+    shut = st.closing.agg(F.count(F.lit(1)).alias("s"), F.sum("events").alias("e"),
+                          F.count(F.when(~F.col("earlier") & (F.col("last_t") < F.lit(before)), 1)).alias("late")
+                          if before is not None else F.lit(0).alias("late")).first()
+    total = st.sessions.agg(F.count(F.lit(1)).alias("s"), F.sum("events").alias("e")).first()
+    in_place = (cfg.append and not flush and prior.open_version is not None and shut["s"] <= MAX_CLOSING_IDS
+                and table_version(spark, open_path) == prior.open_version)
+    ids = [r["block_id"] for r in st.closing.select("block_id").collect()] if in_place else []
     # materialised once: traces, the counts and the open state all read them
     closed = st.closed.localCheckpoint()
-    still_open = st.open.localCheckpoint()
     late = st.late.localCheckpoint()
+    written = (st.added if in_place else st.open).localCheckpoint()
 
     def commit() -> dict:
-        shut = closed.agg(F.count_distinct("block_id")).first()[0]
-        kept = still_open.agg(F.count_distinct("block_id").alias("s"), F.count(F.lit(1)).alias("e")).first()
-        counts = {"sessions_closed": shut, "sessions_open": kept["s"], "events_open": kept["e"],
-                  "late_events": late.count()}
-        counts["late_sessions"] = 0 if before is None else (
-            closed.join(prior.open_rows.select("block_id").distinct(), "block_id", "left_anti")
-            .groupBy("block_id").agg(F.max("t").alias("_last")).where(F.col("_last") < F.lit(before)).count())
-        write_table(session_rule.open_table_rows(still_open, batch), cfg.table(schemas.OPEN_SESSIONS))
+        counts = {"sessions_closed": shut["s"], "sessions_open": total["s"] - shut["s"],
+                  "events_open": (total["e"] or 0) - (shut["e"] or 0), "late_events": late.count(),
+                  "late_sessions": shut["late"]}
+        with commit_note(spark, _note(batch)):
+            if in_place:
+                cond = "block_id IN ({})".format(", ".join(f"'{sql_str(i)}'" for i in ids)) if ids else "false"
+                replace_where(session_rule.open_table_rows(written), open_path, cond, anywhere=True)
+            else:
+                write_table(session_rule.open_table_rows(written), open_path)
         row = [(prior.seq, batch, ingested_at, _utc(max_t), _utc(watermark if not flush else max_t),
                 float(cfg.session_timeout), flush, prior.open_version, int(lines), *[int(counts[k]) for k in (
                     "sessions_closed", "sessions_open", "events_open", "late_events", "late_sessions")])]
@@ -336,9 +375,10 @@ def apply_session_rule(spark: SparkSession, cfg: Config, rows: DataFrame, batch:
         else:
             write_table(state, cfg.table(schemas.SESSION_STATE))
         log.info("session rule: batch %s closed %d sessions (%d late: quiet before the watermark already), %d stay "
-                 "open (%d events); %d events of closed sessions rejected; watermark %s%s", batch,
+                 "open (%d events; open_sessions %s); %d events of closed sessions rejected; watermark %s%s", batch,
                  counts["sessions_closed"], counts["late_sessions"], counts["sessions_open"], counts["events_open"],
-                 counts["late_events"], _utc(watermark), " (flushed)" if flush else "")
+                 "changed in place" if in_place else "rewritten", counts["late_events"], _utc(watermark),
+                 " (flushed)" if flush else "")
         return {**counts, "watermark": str(_utc(watermark)) if watermark is not None else None, "flushed": flush}
 
     return closed, session_rule.late_rejects(late, batch, ingested_at, cfg.session_timeout), commit

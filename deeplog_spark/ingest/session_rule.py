@@ -27,6 +27,7 @@ state (``open_sessions`` and one ``session_state`` row per batch).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -42,10 +43,18 @@ ROW_COLUMNS = ("block_id", "t", "f", "o", "e", "lab")
 class Step:
     """What one batch does to the sessions."""
 
-    #: session rows of the sessions this batch closes (every event, from every batch)
+    #: session rows (:data:`ROW_COLUMNS`) of the sessions this batch closes (every event, from every batch)
     closed: DataFrame
-    #: session rows of the sessions still open after it
+    #: ``open_sessions`` rows of the sessions still open after it (:data:`ROW_COLUMNS` and
+    #: ``ingest_batch``, the batch that brought the event)
     open: DataFrame
+    #: the rows of ``open`` that this batch brought (what an incremental write adds)
+    added: DataFrame
+    #: one row per session open before the batch or seen in it: ``block_id``, ``last_t`` (its
+    #: newest event time), ``earlier`` (open before this batch), ``events``
+    sessions: DataFrame
+    #: the rows of ``sessions`` this batch closes
+    closing: DataFrame
     #: rows of this batch for sessions an earlier batch closed (``session_closed`` rejects), with
     #: ``closed_in`` (that batch)
     late: DataFrame
@@ -57,24 +66,35 @@ def empty_open(spark: SparkSession) -> DataFrame:
 
 
 def step(open_rows: DataFrame, new_rows: DataFrame, closed: DataFrame, watermark: float | None,
-         flush: bool) -> Step:
+         flush: bool, batch: str | None = None, keep: Callable[[DataFrame], DataFrame] = lambda df: df) -> Step:
     """Apply a batch's session rows to the open sessions.
 
-    ``closed``: ``(block_id, ingest_batch)`` of the sessions earlier batches closed (their
-    ``traces`` rows); ``watermark``: the newest event time seen including this batch, minus
-    ``session_timeout`` (None: no event time yet, nothing closes but by ``flush``).
+    ``open_rows``: the ``open_sessions`` rows before the batch; ``closed``: ``(block_id,
+    ingest_batch)`` of the sessions earlier batches closed (their ``traces`` rows); ``watermark``:
+    the newest event time seen including this batch, minus ``session_timeout`` (None: no event
+    time yet, nothing closes but by ``flush``); ``batch``: the name the batch's open rows carry.
+    ``keep`` materialises the per-session summary (one pass over the open rows; the caller passes
+    ``localCheckpoint``), from which the closing sessions are found.
     """
     closed = closed.select("block_id", F.col("ingest_batch").alias("closed_in"))
     late = new_rows.join(closed, "block_id")
-    fresh = new_rows.join(closed, "block_id", "left_anti").select(*ROW_COLUMNS)
-    rows = open_rows.select(*ROW_COLUMNS).unionByName(fresh)
+    tag = F.col("ingest_batch") if "ingest_batch" in open_rows.columns else F.lit(None).cast("string")
+    earlier = open_rows.select(*ROW_COLUMNS, tag.alias("ingest_batch"))
+    fresh = (new_rows.join(closed, "block_id", "left_anti")
+             .select(*ROW_COLUMNS, F.lit(batch).cast("string").alias("ingest_batch")))
+    rows = earlier.unionByName(fresh)
+    sessions = keep(earlier.select("block_id", "t", F.lit(True).alias("_earlier"))
+                    .unionByName(fresh.select("block_id", "t", F.lit(False).alias("_earlier")))
+                    .groupBy("block_id").agg(F.max("t").alias("last_t"), F.max("_earlier").alias("earlier"),
+                                             F.count(F.lit(1)).alias("events")))
     if flush:
-        return Step(rows, rows.limit(0), late)
+        return Step(rows.select(*ROW_COLUMNS), rows.limit(0), fresh.limit(0), sessions, sessions, late)
     if watermark is None:
-        return Step(rows.limit(0), rows, late)
-    last = rows.groupBy("block_id").agg(F.max("t").alias("_last"))
-    closing = last.where(F.col("_last") < F.lit(float(watermark))).select("block_id")
-    return Step(rows.join(closing, "block_id", "left_semi"), rows.join(closing, "block_id", "left_anti"), late)
+        return Step(rows.select(*ROW_COLUMNS).limit(0), rows, fresh, sessions, sessions.limit(0), late)
+    closing = sessions.where(F.col("last_t") < F.lit(float(watermark)))
+    ids = F.broadcast(closing.select("block_id"))  # a batch closes few of the open sessions
+    return Step(rows.join(ids, "block_id", "left_semi").select(*ROW_COLUMNS), rows.join(ids, "block_id", "left_anti"),
+                fresh.join(ids, "block_id", "left_anti"), sessions, closing, late)
 
 
 def late_rejects(late: DataFrame, batch: str, ingested_at, timeout: float) -> DataFrame:
@@ -91,7 +111,6 @@ def late_rejects(late: DataFrame, batch: str, ingested_at, timeout: float) -> Da
     ).select(*[F.col(f.name).cast(f.dataType) for f in INGEST_REJECTS_SCHEMA.fields])
 
 
-def open_table_rows(open_rows: DataFrame, batch: str) -> DataFrame:
-    """The ``open_sessions`` table's rows: the open session rows, with the batch that wrote them."""
-    return open_rows.select(*ROW_COLUMNS).withColumn("ingest_batch", F.lit(batch)).select(
-        *[F.col(f.name).cast(f.dataType) for f in OPEN_SESSIONS_SCHEMA.fields])
+def open_table_rows(open_rows: DataFrame) -> DataFrame:
+    """The ``open_sessions`` table's rows (:attr:`Step.open` or :attr:`Step.added`), in its schema."""
+    return open_rows.select(*[F.col(f.name).cast(f.dataType) for f in OPEN_SESSIONS_SCHEMA.fields])

@@ -24,7 +24,7 @@ from pyspark.sql import SparkSession
 from deeplog_spark.core.config import Config
 from deeplog_spark.core.logs import stage
 from deeplog_spark.core.names import ALL_TABLES
-from deeplog_spark.core.tables import as_ref, table_exists
+from deeplog_spark.core.tables import as_ref, session_conf, table_exists
 
 log = logging.getLogger(__name__)
 
@@ -45,19 +45,10 @@ def maintain_table(spark: SparkSession, cfg: Config, name: str) -> dict:
               f"'delta.deletedFileRetentionDuration' = 'interval {days} days', "
               f"'delta.logRetentionDuration' = 'interval {days} days')")
     optimized = spark.sql(f"OPTIMIZE {ref.sql}").first()["metrics"]
-    before = {key: spark.conf.get(key, None) for key in (_CHECK, _LISTING)}
-    spark.conf.set(_LISTING, str(cfg.shuffle_partitions))
-    if days < DELTA_MIN_RETENTION_DAYS:
-        spark.conf.set(_CHECK, "false")
-    try:
+    conf = {_LISTING: str(cfg.shuffle_partitions), **({_CHECK: "false"} if days < DELTA_MIN_RETENTION_DAYS else {})}
+    with session_conf(spark, conf):
         files = spark.sql(f"VACUUM {ref.sql} RETAIN {days * 24} HOURS DRY RUN").count()
         spark.sql(f"VACUUM {ref.sql} RETAIN {days * 24} HOURS").collect()
-    finally:
-        for key, value in before.items():
-            if value is None:
-                spark.conf.unset(key)
-            else:
-                spark.conf.set(key, value)
     out = {"files_added": int(optimized["numFilesAdded"]), "files_removed": int(optimized["numFilesRemoved"]),
            "files_deleted": files, "seconds": round(time.perf_counter() - t0, 2)}
     log.info("maintain %s: OPTIMIZE %d -> %d files, VACUUM retaining %d days (%.1f s)", name,

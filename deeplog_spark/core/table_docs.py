@@ -166,7 +166,7 @@ TABLES: dict[str, tuple[str, dict[str, str]]] = {
         "o": "the line's position in its file (orders events of the same second)",
         "e": "the event id",
         "lab": "the line's label (1 alert line, 0 normal, null when the format has none)",
-        "ingest_batch": "the batch after which these sessions were open",
+        "ingest_batch": "the batch that brought the event",
     }),
     names.SESSION_STATE: ("One row per batch of the session rule: the watermark, the sessions it closed, the state "
                           "it started from", {

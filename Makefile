@@ -4,23 +4,41 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: run test test-extended venv ingest ingest-raw windows train train-key train-value detect evaluate visualize finetune generate full-pipeline \
+.PHONY: run test test-extended test-petastorm venv venv-petastorm ingest ingest-raw windows train train-key train-value detect evaluate visualize finetune generate full-pipeline \
         bench clean-tables clean-models
 
-$(VENV)/.installed: requirements.txt requirements-petastorm.txt pyproject.toml
+$(VENV)/.installed: requirements.txt requirements-nodeps.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
-	# petastorm and drain3 pin old versions (setuptools<70, cachetools 4): installed alone, deps in requirements.txt
-	$(PY) -m pip install -q --no-deps -r requirements-petastorm.txt
+	# drain3 pins old versions (cachetools 4): installed alone, its dependencies in requirements.txt
+	$(PY) -m pip install -q --no-deps -r requirements-nodeps.txt
 	$(PY) -m pip install -q --no-deps -e .
 	touch $@
 
 venv: $(VENV)/.installed
 
-## run: the main job on the embedded sample (the full pipeline), through spark-submit
-run: $(VENV)/.installed
-	./spark-submit.sh --task full-pipeline $(ARGS)
+## The Petastorm set (requirements-petastorm.txt: pyarrow<=14, numpy<2) in its own venv, for the
+## design card's Petastorm feed; petastorm pins setuptools<70, which clashes with torch: --no-deps
+VENV_PETASTORM ?= .venv-petastorm
+PYP            := $(VENV_PETASTORM)/bin/python
+PETASTORM      := petastorm==0.13.1
+# what the Petastorm set runs: training (both feeds, the same weights) and detection
+PETASTORM_TESTS ?= tests/test_training.py tests/test_detection.py tests/test_detect_equivalence.py tests/test_dependencies.py
+
+$(VENV_PETASTORM)/.installed: requirements-petastorm.txt requirements-nodeps.txt pyproject.toml
+	test -x $(PYP) || $(PYTHON) -m venv $(VENV_PETASTORM)
+	$(PYP) -m pip install -q --upgrade pip
+	$(PYP) -m pip install -q -r requirements-petastorm.txt
+	$(PYP) -m pip install -q --no-deps $(PETASTORM) -r requirements-nodeps.txt
+	$(PYP) -m pip install -q --no-deps -e .
+	touch $@
+
+venv-petastorm: $(VENV_PETASTORM)/.installed
+
+## test-petastorm: training and detection in the Petastorm set (.ci/run runs it after `make test`)
+test-petastorm: $(VENV_PETASTORM)/.installed
+	PYTHON=$(abspath $(PYP)) $(PYP) -m pytest -q $(PETASTORM_TESTS) $(PYTEST_ARGS)
 
 ## test: the test suite (what .ci/run runs)
 test: $(VENV)/.installed

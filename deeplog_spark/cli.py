@@ -86,13 +86,14 @@ def parse_job_args(argv: Sequence[str], prog: str, description: str,
 def run_job(prog: str, description: str, fn: Callable[[SparkSession, Config, dict], dict],
             argv: Sequence[str] | None = None, options: Mapping[str, Option] | None = None,
             spark: SparkSession | None = None) -> int:
-    """Parse args, build Spark (unless a session is handed in), run ``fn(spark, cfg, options)``,
-    print its summary as JSON.
+    """Parse args, take Spark (a session handed in, else the active one, else a new one), run
+    ``fn(spark, cfg, options)``, print its summary as JSON.
 
     Returns the exit code: 0; 2 for a usage or input error; 1 for any other failure. Either way one
     ``error:`` line on stderr says what failed and, when known, what to do; the traceback goes to
-    the debug log file (:mod:`deeplog_spark.core.logs`), never to the terminal. A session handed in (a
-    notebook's, Spark Connect's) is left running.
+    the debug log file (:mod:`deeplog_spark.core.logs`), never to the terminal. Only a session this
+    function built is stopped: one handed in or already active (a notebook's, a Databricks job's,
+    Spark Connect's) belongs to its runtime and is left running.
     """
     setup_logging()
     try:
@@ -100,6 +101,10 @@ def run_job(prog: str, description: str, fn: Callable[[SparkSession, Config, dic
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    if spark is None:
+        spark = SparkSession.getActiveSession()  # a runtime's session (Databricks, a notebook): not ours to stop
+        if spark is not None:
+            log.info("using the active Spark session (%s); it is left running", spark.version)
     own = spark is None
     try:
         if own:
@@ -126,7 +131,7 @@ def run_job(prog: str, description: str, fn: Callable[[SparkSession, Config, dic
 
 def check_storage(cfg: Config, master: str) -> None:
     """On a multi-node cluster with training on the executors (``local_mode = false``), the run
-    folders and the Petastorm cache under ``artifacts_root`` must be on storage every node sees.
+    folders and the training feed under ``artifacts_root`` must be on storage every node sees.
 
     Raises ConfigError naming the key unless ``shared_storage = true`` declares ``artifacts_root``
     a mount every node sees (NFS, Databricks' ``/dbfs/...``). ``local[...]`` and

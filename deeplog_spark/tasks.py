@@ -161,7 +161,7 @@ TASKS: dict[str, Task] = {
                        "real time intervals; templates known (HDFS) or mined by Drain3",
                        "tables templates, traces, ingest_rejects, template_counts, miner_state (mined)", _ingest_raw),
     "windows": Task("explode sessions into sliding windows of length h", "table windows", _windows),
-    "key": Task("train the Key LSTM (Petastorm + TorchDistributor), the count and PCA models, calibrate on val",
+    "key": Task("train the Key LSTM (TorchDistributor), the count and PCA models, calibrate on val",
                 "runs/<run>/key_model.pt, key_history.json, key_loss_curve.png, count_model.json, pca_model.json, "
                 "calibration.json; table count_patterns", _train("key")),
     "value": Task("train the Value LSTM (needs time intervals)",

@@ -41,6 +41,9 @@ spark = builder.getOrCreate()
 assert is_connect(spark), type(spark)
 codes = [run_job("deeplog", tasks.description(), tasks.run, argv=["--task", t, *flags], options=tasks.OPTIONS,
                  spark=spark) for t in ("detect", "eval", "register")]
+fresh = ["--tables_root", sys.argv[3] + "/wh", "--artifacts_root", sys.argv[3] + "/art", "--mlflow", "false"]
+codes += [run_job("deeplog", tasks.description(), tasks.run, argv=["--task", t, *fresh], options=tasks.OPTIONS,
+                  spark=spark) for t in ("ingest", "key")]
 rows = [len(spark.sql("\n".join(l for l in q.splitlines() if not l.strip().startswith("--"))).collect())
         for q in sql_blocks if "deeplog.windows" not in q]
 alive = spark.range(3).count()  # the jobs left the handed-in session running
@@ -53,7 +56,7 @@ def _verdicts(spark, path):
     return sorted(tuple(r) for r in spark.read.format("delta").load(path).select(*COLUMNS).collect())
 
 
-def test_detect_and_evaluate_over_spark_connect(spark, own_full_run):
+def test_ingest_detect_and_evaluate_over_spark_connect_and_training_refused(spark, own_full_run, tmp_path):
     cfg = own_full_run[0]
     vpath, mpath = cfg.table_path("verdicts"), cfg.table_path("metrics")
     before = _verdicts(spark, vpath)
@@ -61,11 +64,14 @@ def test_detect_and_evaluate_over_spark_connect(spark, own_full_run):
     flags = ["--tables_root", cfg.tables_root, "--artifacts_root", cfg.artifacts_root, "--catalog_schema", "deeplog"]
     env = {k: v for k, v in os.environ.items() if k != "PYSPARK_GATEWAY_PORT"}
     env.update(PYSPARK_PYTHON=sys.executable, SPARK_LOCAL_IP="127.0.0.1")
-    res = subprocess.run([sys.executable, "-c", CLIENT, json.dumps(flags), json.dumps(SQL_BLOCKS)], cwd=REPO,
+    res = subprocess.run([sys.executable, "-c", CLIENT, json.dumps(flags), json.dumps(SQL_BLOCKS), str(tmp_path)], cwd=REPO,
                          env=env, capture_output=True, text=True, timeout=900)
     assert "RESULT " in res.stdout, res.stdout[-3000:] + res.stderr[-3000:]
     got = json.loads(res.stdout.split("RESULT ", 1)[1])
-    assert got["codes"] == [0, 0, 0], res.stderr[-3000:]
+    # detect, eval, register, then an ingest of the embedded sample into fresh tables; training is refused
+    assert got["codes"] == [0, 0, 0, 0, 2], res.stderr[-3000:]
+    assert "training needs a classic Spark session" in res.stderr
+    assert spark.read.format("delta").load(str(tmp_path / "wh" / "traces")).count() == 3000
     assert got["alive"] == 3
     assert got["readme"] and all(n > 0 for n in got["readme"]), got["readme"]
     assert spark.sql(f"DESCRIBE HISTORY delta.`{vpath}` LIMIT 1").first()["operation"] == "WRITE"

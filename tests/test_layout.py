@@ -139,7 +139,7 @@ SPARK_FREE_CALLS = textwrap.dedent("""
     from pathlib import Path
     sys.modules["pyspark"] = None
     import numpy as np, pyarrow as pa
-    from deltalake import write_deltalake
+    from deltalake import DeltaTable, write_deltalake
 
     from deeplog_spark.core import config, logs, names, runs
     from deeplog_spark.detect import thresholds
@@ -182,7 +182,8 @@ SPARK_FREE_CALLS = textwrap.dedent("""
          {"row": 1, "normal": 0, "anomalous": 2, "key": 20.0, "key_nll": 9.0, "pca": 1.0}], ["key", "key_nll", "pca"])
     assert thresholds.choose_rules(table)["fused"]["members"]
     plots.plot_roc({"key": [(0.0, 0.0), (0.5, 1.0), (1.0, 1.0)]}, {"key": 0.75}, tmp / "roc.png")
-    assert job.run_id(cfg, str(tmp / "wh" / names.TRACES), 0) == run.name
+    traces_id = DeltaTable(str(tmp / "wh" / names.TRACES)).metadata().id
+    assert job.run_id(cfg, str(tmp / "wh" / names.TRACES), 0, traces_id) == run.name
     assert not [m for m in sys.modules if m.startswith("pyspark") and sys.modules[m] is not None]
     print("ok")
 """)

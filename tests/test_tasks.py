@@ -241,3 +241,17 @@ def test_missing_input_file_exits_2_with_one_line(tmp_path):
                 "--tables_root", str(tmp_path / "wh"), "--master", "local[1]"])
     assert res.returncode == 2
     assert "error: input not found" in res.stderr
+
+
+def test_the_cli_runs_in_the_active_session_and_leaves_it_running(spark, tmp_path, capsys):
+    """A Databricks job or a notebook owns its session: the CLI takes the active one and never stops
+    it; a failed run raises SystemExit with its code (a wheel task ignores a returned code)."""
+    from deeplog_spark.__main__ import main
+
+    flags = ["--tables_root", str(tmp_path / "wh"), "--artifacts_root", str(tmp_path / "art"), "--mlflow", "false"]
+    assert main(["--task", "ingest", *flags]) == 0
+    assert spark.range(3).count() == 3  # still running
+    with pytest.raises(SystemExit) as failed:
+        main(["--task", "ingest", "--event_traces", str(tmp_path / "missing.csv"), *flags])
+    assert failed.value.code == 2 and "error:" in capsys.readouterr().err
+    assert spark.range(3).count() == 3

@@ -133,3 +133,36 @@ def test_tracking_server_registry_and_models_uri(spark, own_full_run, tmp_path):
     finally:
         os.killpg(server.pid, 15)
         server.wait(timeout=60)
+
+
+def test_a_broken_or_locked_store_fails_before_training(spark, cfg, tmp_path):
+    """Issue 40, case 12: a truncated store fails `key` in one line before any training (and says
+    that --mlflow false skips tracking); a locked store is reported as locked, by training and by
+    --model, not as "no deeplog detector"."""
+    import sqlite3
+
+    from deeplog_spark.core.errors import InputError
+    from deeplog_spark.ingest.runner import run_ingest
+    from deeplog_spark.integrations.tracking import check_store, resolve_model
+    from deeplog_spark.train.runner import run_train
+
+    run_ingest(spark, cfg)
+    art = tmp_path / "art"
+    art.mkdir()
+    (art / "mlflow.db").write_bytes(b"SQLite format 3\x00" + b"\x00" * 40)  # a store cut short
+    with pytest.raises(InputError, match=r"cannot be read.*--mlflow false"):
+        run_train(spark, cfg.replace(mlflow=True, artifacts_root=str(art)), "key")
+    assert not list(art.glob("runs/*/key_model.pt"))  # nothing was trained
+
+    good = tmp_path / "good"
+    assert check_store(str(good)).startswith("sqlite:")  # a new store is created and readable
+    holder = sqlite3.connect(good / "mlflow.db", timeout=0)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(InputError, match="is locked"):
+            check_store(str(good))
+        with pytest.raises(InputError, match="is locked"):
+            resolve_model("models:/deeplog/1", str(good))
+    finally:
+        holder.rollback()
+        holder.close()

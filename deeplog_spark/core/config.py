@@ -43,6 +43,9 @@ TEMPLATE_SOURCES = ("auto", "file", "mine", "state")
 SCHEDULES = ("onecycle", "plateau", "constant")
 #: Precisions of the training forward passes (deeplog_spark.nn.trainer.autocast_dtype).
 PRECISIONS = ("auto", "bf16", "fp32")
+#: How training rows reach the ranks: ``parquet`` (Spark writes Parquet, each rank reads its files
+#: with pyarrow), ``petastorm`` (the optional Petastorm converter), ``auto`` (petastorm when installed).
+FEEDS = ("auto", "parquet", "petastorm")
 #: The largest window length h (a window is an LSTM pass of h steps; more is a typo, not a model).
 MAX_H = 1000
 #: A URL scheme (``s3a:``, ``dbfs:``): Spark reads and writes tables there; Python's file APIs cannot.
@@ -145,6 +148,7 @@ class Config:
     side_by_side: bool = _field("train", "one CPU rank: train the key and value models at the same time, each on half of the cores")
     use_gpu: bool = _field("train", "train on GPUs (nccl) instead of CPU (gloo)")
     train_precision: str = _field("train", "training forward passes: auto (bf16 where the CPU or GPU computes it natively), bf16 or fp32")
+    feed: str = _field("train", "how training rows reach the ranks: parquet (pyarrow), petastorm (the optional extra), or auto (petastorm when installed)")
     loader_workers: int = _field("train", "Petastorm reader threads per rank")
     # [detect]
     top_g: int = _field("detect", "key model: anomaly if next event not in top g")
@@ -379,6 +383,7 @@ def _validate(cfg: Config) -> None:
     _check(cfg.lr_schedule in SCHEDULES, "lr_schedule", cfg.lr_schedule, f"must be one of {', '.join(SCHEDULES)}")
     _check(cfg.train_precision in PRECISIONS, "train_precision", cfg.train_precision,
            f"must be one of {', '.join(PRECISIONS)}")
+    _check(cfg.feed in FEEDS, "feed", cfg.feed, f"must be one of {', '.join(FEEDS)}")
     _check(cfg.input in INPUTS, "input", cfg.input, f"must be one of {', '.join(INPUTS)}")
     _check(cfg.log_format in PRESETS, "log_format", cfg.log_format, f"must be one of {', '.join(PRESETS)}")
     _check(cfg.templates_from in TEMPLATE_SOURCES, "templates_from", cfg.templates_from,

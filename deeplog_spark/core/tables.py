@@ -372,3 +372,9 @@ def read_table(spark: SparkSession, path: Table, version: int | None = None) -> 
 def table_version(spark: SparkSession, path: Table) -> int:
     """Latest committed version of the Delta table."""
     return int(spark.sql(f"DESCRIBE HISTORY {as_ref(path).sql} LIMIT 1").first()["version"])
+
+
+def table_id(spark: SparkSession, path: Table) -> str:
+    """The Delta table's id (a UUID given when it was created): a table deleted and written again at
+    the same place is another table, even at the same version."""
+    return str(spark.sql(f"DESCRIBE DETAIL {as_ref(path).sql}").first()["id"])

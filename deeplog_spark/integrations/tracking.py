@@ -186,6 +186,27 @@ def log_evaluation(run_dir_: Path, metrics: Sequence[Mapping[str, Any]], eval_di
     return ids["mlflow_run_id"]
 
 
+def _store_problem(exc: BaseException, uri: str) -> str:
+    """What is wrong with the tracking store at ``uri``, in a few words, from the error it raised."""
+    first = (str(exc).splitlines() or [""])[0][:300]
+    if "locked" in first.lower():
+        return f"the MLflow store {uri} is locked (another process is writing it; retry when it is done)"
+    return f"the MLflow store {uri} cannot be read ({type(exc).__name__}: {first})"
+
+
+def check_store(artifacts_root: str) -> str:
+    """Open the tracking store and read from it, before a training spends its time: a truncated,
+    corrupt or locked store fails here in one line. Returns the store's URI."""
+    mlflow = _client(artifacts_root)
+    uri = tracking_uri(artifacts_root)
+    try:
+        mlflow.search_experiments(max_results=1)
+    except Exception as exc:  # noqa: BLE001 - MlflowException, sqlalchemy or sqlite errors: the store is unusable
+        raise InputError(f"{_store_problem(exc, uri)}; repair or move it, or run with --mlflow false to train "
+                         "without tracking") from exc
+    return uri
+
+
 def resolve_model(model: str, artifacts_root: str) -> tuple[str, str]:
     """``(artifacts root, deeplog run id)`` of an MLflow model URI, its files downloaded under
     ``<artifacts_root>/mlflow_models/`` (raises InputError when the URI names nothing)."""
@@ -196,6 +217,8 @@ def resolve_model(model: str, artifacts_root: str) -> tuple[str, str]:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"{model.rstrip('/')}/artifacts",
                                                          dst_path=str(dest)))
     except Exception as exc:  # noqa: BLE001 - MlflowException, or a store error: the URI names nothing usable
+        if "locked" in str(exc).lower():
+            raise InputError(f"--model {model}: {_store_problem(exc, tracking_uri(artifacts_root))}") from exc
         raise InputError(f"--model {model}: no deeplog detector at that MLflow URI ({type(exc).__name__}: "
                          f"{str(exc).splitlines()[0][:300]})") from exc
     found = [p.parent for p in local.glob("*/run.json")]

@@ -125,8 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(cfg.tables_root)
     traces, version = read_delta(root / TRACES, ["block_id", "split", "label", "events", "intervals"])
     vocab_size = int(max(read_delta(root / TEMPLATES, ["event_id"])[0].column("event_id").to_pylist()))
-    # the Spark job's run id for the same config and table version, so the run lands where detect looks
-    rid = run_id(cfg, cfg.table_path(TRACES), version)
+    # the Spark job's run id for the same config, table and version, so the run lands where detect looks
+    rid = run_id(cfg, cfg.table_path(TRACES), version, DeltaTable(str(root / TRACES)).metadata().id)
     out_dir = Path(out) if out else run_dir(cfg.artifacts_root, rid)
     job = train_job(cfg, task, vocab_size)
     vocab = train_vocab((e for ev in _normal(traces, "train").column("events").to_pylist() for e in ev), vocab_size)

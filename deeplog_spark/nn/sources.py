@@ -1,15 +1,21 @@
 """Batch sources for :func:`deeplog_spark.nn.trainer.fit` (no Spark import).
 
 ``ArraySource`` serves in-memory columns (the Spark-free path, the value model's chunks and tests);
-``PetastormSource`` serves a Petastorm converter's Parquet cache through ``make_torch_dataloader``,
-sharded by rank; ``CountSampledSource`` draws distinct windows by (a power of) their counts, each
-with the law of its next event. All give every rank the same number of training steps per epoch, which DDP needs.
+``ParquetSource`` serves the training rows Spark wrote as Parquet (a :class:`ParquetFeed`, read
+with ``pyarrow``), sharded by rank; ``PetastormSource`` serves a Petastorm converter's Parquet
+cache through ``make_torch_dataloader``, sharded by rank (the optional Petastorm feed);
+``CountSampledSource`` draws distinct windows by (a power of) their counts, each with the law of
+its next event. All give every rank the same number of training steps per epoch, which DDP needs.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
-from typing import Any, Iterator, Mapping
+import shutil
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -78,6 +84,102 @@ def key_columns(window: np.ndarray, target: np.ndarray, weight: np.ndarray | Non
     """The key model's columns; ``weight`` (how many windows a row stands for) defaults to 1."""
     w = np.ones(len(target), dtype=np.float32) if weight is None else np.asarray(weight, dtype=np.float32)
     return {"window": np.asarray(window), "target": np.asarray(target), "weight": w}
+
+
+class ParquetFeed:
+    """Training rows that Spark wrote as Parquet files into ``path`` (a local or mounted folder, such
+    as a ``/Volumes`` path), read by each rank with ``pyarrow``: the maintained feed, in place of a
+    Petastorm converter (the same ``len`` and ``delete``)."""
+
+    def __init__(self, path: str, rows: int):
+        self.path, self.rows = path, rows
+
+    def __len__(self) -> int:
+        return self.rows
+
+    def files(self) -> list[str]:
+        """The Parquet files, in a fixed order (every rank sees the same list)."""
+        return sorted(str(p) for p in Path(self.path).glob("*.parquet"))
+
+    def read(self, files: Sequence[str]) -> dict[str, np.ndarray]:
+        """The columns of ``files``, one array each (a fixed-length list column as a 2-D array)."""
+        import pyarrow.parquet as pq  # pyarrow comes with pandas and Spark; loaded when a feed is read
+
+        parts: dict[str, list[np.ndarray]] = {}
+        for f in files:
+            table = pq.read_table(f)
+            for name in table.column_names:
+                parts.setdefault(name, []).append(_numpy(table.column(name).combine_chunks(), table.num_rows))
+        return {k: np.concatenate(v) for k, v in parts.items()}
+
+    def delete(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def _numpy(col, rows: int) -> np.ndarray:
+    """A pyarrow column as numpy: a list column (every list of one length) as rows x length."""
+    import pyarrow as pa  # loaded with the feed
+
+    if pa.types.is_list(col.type) or pa.types.is_large_list(col.type):
+        flat = col.flatten().to_numpy(zero_copy_only=False)
+        return flat.reshape(rows, -1) if rows else flat.reshape(0, 0)
+    return col.to_numpy(zero_copy_only=False)
+
+
+class ParquetSource:
+    """Batches from a :class:`ParquetFeed`: this rank's files (every ``world``-th), read a file at a
+    time and shuffled within it, in a seeded order of files each epoch.
+
+    Training cuts an endless stream into ``steps_per_epoch`` steps (the same on every rank, as DDP
+    needs); ``full()`` reads this rank's files once, in order. Tables small enough for memory are
+    read whole with ``full()`` and served by :class:`ArraySource` instead (``train/runner.py``), so
+    Petastorm and this feed give the same batches there.
+    """
+
+    def __init__(self, feed: ParquetFeed, batch_size: int, rank: int = 0, world: int = 1, seed: int = 1337):
+        self.feed, self.batch_size, self.rank, self.world, self.seed = feed, batch_size, rank, world, seed
+        self.shard = feed.files()[rank::world]
+        if not self.shard:
+            raise ValueError(f"{feed.path}: no Parquet file for rank {rank} of {world}")
+        self.steps_per_epoch = max(1, math.ceil(len(feed) / (batch_size * world)))
+        self._it: Iterator[Batch] | None = None
+
+    def _stream(self) -> Iterator[Batch]:
+        rest: dict[str, np.ndarray] | None = None
+        for round_ in itertools.count():
+            order = np.random.default_rng((self.seed, self.rank, round_)).permutation(len(self.shard))
+            served = 0
+            for i in order:
+                cols = self.feed.read([self.shard[i]])
+                rows = len(next(iter(cols.values())))
+                served += rows
+                perm = np.random.default_rng((self.seed, self.rank, round_, int(i))).permutation(rows)
+                cols = {k: v[perm] for k, v in cols.items()}
+                if rest is not None:
+                    cols = {k: np.concatenate([rest[k], v]) for k, v in cols.items()}
+                n = len(next(iter(cols.values())))
+                whole = n - n % self.batch_size
+                for s in range(0, whole, self.batch_size):
+                    yield {k: torch.as_tensor(v[s:s + self.batch_size]) for k, v in cols.items()}
+                rest = {k: v[whole:] for k, v in cols.items()}
+            if not served:
+                raise ValueError(f"{self.feed.path}: the files of rank {self.rank} of {self.world} hold no rows")
+
+    def epoch(self, epoch: int) -> Iterator[Batch]:
+        if self._it is None:
+            self._it = self._stream()
+        for _ in range(self.steps_per_epoch):
+            yield next(self._it)
+
+    def full(self) -> Iterator[Batch]:
+        for f in self.shard:
+            cols = self.feed.read([f])
+            n = len(next(iter(cols.values())))
+            for s in range(0, n, self.batch_size):
+                yield {k: torch.as_tensor(v[s:s + self.batch_size]) for k, v in cols.items()}
+
+    def close(self) -> None:
+        self._it = None
 
 
 class PetastormSource:

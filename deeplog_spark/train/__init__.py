@@ -1,2 +1,2 @@
 """Training: the job description and run bookkeeping shared with the Spark-free trainer, the Spark
-runner (Petastorm + TorchDistributor) and online fine-tuning."""
+runner (a Parquet or Petastorm feed + TorchDistributor) and online fine-tuning."""

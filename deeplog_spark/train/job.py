@@ -1,6 +1,6 @@
 """The training job and the run's bookkeeping, shared by both training paths (no Spark import).
 
-The Spark job (:mod:`deeplog_spark.train.runner`, Petastorm + TorchDistributor) and the Spark-free
+The Spark job (:mod:`deeplog_spark.train.runner`, a feed + TorchDistributor) and the Spark-free
 trainer (:mod:`deeplog_spark.nn.local`, for GPU machines without Java) build their
 :class:`~deeplog_spark.nn.trainer.TrainJob`, run id, checkpoint metadata, batch sources and run
 files here, so a setting reaches the model the same way on both and both write the same run.
@@ -35,6 +35,7 @@ RUN_KEYS = ("h", "session_markers", "embed_dim", "key_hidden", "key_layers", "ke
 NOT_RUN_KEYS = {
     "top_g": "only the history's val top-g recall, a report",
     "loader_workers": "how Petastorm reads the rows, not which",
+    "feed": "how the rows reach the ranks, not which (in-memory tables train the same weights either way)",
     "k_sigma": "the value model's reported threshold; detection takes its own --k_sigma",
 }
 
@@ -73,10 +74,13 @@ def train_job(cfg: Config, task: str, vocab_size: int, out_dir: Path | None = No
     return TrainJob(**fields)
 
 
-def run_id(cfg: Config, traces_path: str, traces_version: int) -> str:
-    """The run id: a hash of the model-defining config keys and the traces table (absolute path and
-    Delta version), so the same settings on the same data land in the same run."""
-    return cfg.fingerprint(RUN_KEYS, extra={"traces": os.path.abspath(traces_path), "traces_version": traces_version})
+def run_id(cfg: Config, traces_path: str, traces_version: int, traces_table_id: str) -> str:
+    """The run id: a hash of the model-defining config keys and the traces table (absolute path, Delta
+    table id and version), so the same settings on the same data land in the same run, and only
+    there does a crashed training resume. A traces table deleted and ingested again is a new table
+    id, so a new run, even at the same version."""
+    return cfg.fingerprint(RUN_KEYS, extra={"traces": os.path.abspath(traces_path), "traces_version": traces_version,
+                                            "traces_table_id": traces_table_id})
 
 
 def train_vocab(ids: Iterable[int], vocab_size: int) -> list[int]:

@@ -11,7 +11,7 @@ Four steps, one function each:
 1. **plan** (:func:`plan_update`): the feedback sessions and the new run's id
    ``<base run>-ft<hash>`` (the hash covers the parent, the feedback block set and the settings).
 2. **fine-tune** (:func:`fine_tune`): the parent's Key LSTM trained further (``online_epochs`` at
-   ``online_lr``, the same Petastorm + TorchDistributor path as training) on the feedback windows
+   ``online_lr``, the same feed + TorchDistributor path as training) on the feedback windows
    (those the parent flagged in those sessions; all windows of a listed session it did not flag)
    mixed with replayed train-normal windows (total weight ``online_replay`` times the feedback's),
    so it does not forget the normal workflow. Guarded: it keeps the last epoch whose top-g recall on

@@ -1,11 +1,11 @@
-"""Train stage on Spark: traces -> training rows -> Petastorm -> TorchDistributor -> a run.
+"""Train stage on Spark: traces -> training rows -> a feed (Parquet, or Petastorm) -> TorchDistributor -> a run.
 
-One train function (:func:`petastorm_train_fn`) runs on every rank, in one TorchDistributor launch
-for both LSTMs: for each model it reads the Petastorm cache (into memory when it is small, else
-this rank's shard streamed), wraps the model in DistributedDataParallel (gloo on CPU, nccl on GPU)
+One train function (:func:`train_fn`) runs on every rank, in one TorchDistributor launch
+for both LSTMs: for each model it reads the feed (config ``feed``: Parquet files read with pyarrow,
+or the optional Petastorm converter; into memory when it is small, else this rank's shard streamed), wraps the model in DistributedDataParallel (gloo on CPU, nccl on GPU)
 and calls the Spark-free :func:`deeplog_spark.nn.trainer.run_task`. The driver saves what rank 0
 returns. With one rank on CPU the two models train side by side, the value model in a process of
-its own (:func:`petastorm_train_fn`).
+its own (:func:`train_fn`).
 
 Every training task also fits the quantitative (count) model and the PCA baseline (Spark jobs of a
 few seconds) and ends with the calibration: every detector scores the val split, and the
@@ -14,11 +14,13 @@ thresholds, the count model's knobs and the fused rule are chosen there (:mod:`d
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import multiprocessing
 import os
 import threading
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -31,7 +33,7 @@ from deeplog_spark.core.config import Config
 from deeplog_spark.core.errors import InputError
 from deeplog_spark.core.logs import setup_logging, stage
 from deeplog_spark.core.runs import run_dir, write_json
-from deeplog_spark.core.tables import read_table, table_exists, table_version
+from deeplog_spark.core.tables import is_connect, read_table, table_exists, table_id, table_version
 from deeplog_spark.detect.calibration import calibrate_run
 from deeplog_spark.features.train_rows import (
     has_intervals,
@@ -41,9 +43,9 @@ from deeplog_spark.features.train_rows import (
     value_chunks,
     vocab_size_of,
 )
-from deeplog_spark.integrations.tracking import log_training
+from deeplog_spark.integrations.tracking import check_store, log_training
 from deeplog_spark.models.fit import fit_quantitative
-from deeplog_spark.nn.sources import PetastormSource, collected
+from deeplog_spark.nn.sources import ParquetFeed, ParquetSource, PetastormSource, collected
 from deeplog_spark.nn.trainer import init_distributed, run_task, shutdown_distributed
 from deeplog_spark.train.job import (
     batch_sources,
@@ -68,15 +70,19 @@ def _sources(job, train_converter, val_converter, rank: int, world: int):
     """(train, val) batch sources of one job on this rank.
 
     Rows that fit in memory (``IN_MEMORY_ROWS``: the default caps keep 20,000) and distinct key rows
-    are read from the Parquet cache once, in a repeatable order, and served from memory every epoch;
-    larger tables stream through Petastorm's loader.
+    are read from the feed once, in a repeatable order, and served from memory every epoch, so the
+    Parquet and the Petastorm feeds train the same weights; larger tables stream from the feed.
     """
-    def rows(conv, always: bool = False):
-        if conv is None:
+    def rows(feed, always: bool = False):
+        if feed is None:
             return None
-        if always or len(conv) <= IN_MEMORY_ROWS:
-            return collected(PetastormSource(conv, job.batch_size, 0, 1, job.seed, job.loader_workers).full())
-        return PetastormSource(conv, job.batch_size, rank, world, job.seed, job.loader_workers)
+        small = always or len(feed) <= IN_MEMORY_ROWS
+        r, w = (0, 1) if small else (rank, world)
+        if isinstance(feed, ParquetFeed):
+            source = ParquetSource(feed, job.batch_size, r, w, job.seed)
+        else:
+            source = PetastormSource(feed, job.batch_size, r, w, job.seed, job.loader_workers)
+        return collected(source.full()) if small else source
 
     return batch_sources(job, rows(train_converter, always=job.count_sampling), rows(val_converter), rank, world)
 
@@ -103,7 +109,7 @@ def _fit_job(job, train_converter, val_converter, rank: int, world: int, device)
 
 
 def _side_process_main(job, train_converter, val_converter, threads: int) -> None:
-    """Entry of the process that trains a job beside the rank's own (see :func:`petastorm_train_fn`)."""
+    """Entry of the process that trains a job beside the rank's own (see :func:`train_fn`)."""
 
     setup_logging()
     torch.set_num_threads(threads)
@@ -121,7 +127,7 @@ def side_by_side(jobs: int, world: int, gpu: bool, enabled: bool = True) -> bool
     return enabled and jobs == 2 and world == 1 and not gpu and (os.cpu_count() or 1) >= 2
 
 
-def petastorm_train_fn(jobs, converters, together: bool = True) -> list | None:
+def train_fn(jobs, converters, together: bool = True) -> list | None:
     """The function TorchDistributor runs on each rank: trains ``jobs`` (the key and the value
     model, one launch), each on its (train, val) converters; returns rank 0's results.
 
@@ -164,12 +170,28 @@ def petastorm_train_fn(jobs, converters, together: bool = True) -> list | None:
     return results if rank == 0 else None
 
 
-def _converter(spark: SparkSession, df: DataFrame, partitions: int):
-    # petastorm loads only when a training runs (an optional, heavy dependency)
-    from petastorm.spark import make_spark_converter
+def feed_kind(cfg: Config) -> str:
+    """``parquet`` or ``petastorm``: config ``feed``, where ``auto`` is petastorm when it is installed."""
+    installed = importlib.util.find_spec("petastorm") is not None
+    if cfg.feed == "petastorm" and not installed:
+        raise InputError("feed = petastorm, but petastorm is not installed: pip install 'deeplog-spark[petastorm]' "
+                         "(it needs numpy < 2 and pyarrow <= 14), or set feed = parquet")
+    if cfg.feed == "auto":
+        return "petastorm" if installed else "parquet"
+    return cfg.feed
 
-    # at least one Parquet file (row group) per rank, or a shard would be empty
-    return make_spark_converter(df.repartition(partitions))
+
+def _converter(spark: SparkSession, cfg: Config, df: DataFrame, partitions: int):
+    """The training rows ``df`` as a feed the ranks read: a :class:`ParquetFeed` or a Petastorm
+    converter. Either has at least one Parquet file per rank, or a shard would be empty."""
+    if feed_kind(cfg) == "petastorm":
+        # petastorm loads only when a training runs with it (an optional extra)
+        from petastorm.spark import make_spark_converter
+
+        return make_spark_converter(df.repartition(partitions))
+    path = Path(cfg.artifacts_root).resolve() / "train_feed" / uuid.uuid4().hex
+    df.repartition(partitions).write.parquet(path.as_uri())
+    return ParquetFeed(str(path), df.sparkSession.read.parquet(path.as_uri()).count())
 
 
 def distribute(spark: SparkSession, cfg: Config, jobs: list, data: list[tuple[DataFrame, DataFrame | None]]) -> list[dict]:
@@ -184,9 +206,9 @@ def distribute(spark: SparkSession, cfg: Config, jobs: list, data: list[tuple[Da
     converters = []
     try:
         for job, (train_df, val_df) in zip(jobs, data):
-            converters.append((_converter(spark, train_df, parts), None))
+            converters.append((_converter(spark, cfg, train_df, parts), None))
             if val_df is not None:
-                converters[-1] = (converters[-1][0], _converter(spark, val_df, parts))
+                converters[-1] = (converters[-1][0], _converter(spark, cfg, val_df, parts))
             train_conv, val_conv = converters[-1]
             if len(train_conv) == 0:
                 raise InputError(f"no training rows for the {job.task} model (train split, normal sessions)")
@@ -201,7 +223,7 @@ def distribute(spark: SparkSession, cfg: Config, jobs: list, data: list[tuple[Da
                                        use_gpu=cfg.use_gpu)
         # side by side only with the ranks on the driver: an executor's task may hold fewer cores
         # than its machine has
-        results = distributor.run(petastorm_train_fn, jobs, converters, cfg.side_by_side and cfg.local_mode)
+        results = distributor.run(train_fn, jobs, converters, cfg.side_by_side and cfg.local_mode)
     finally:
         for train_conv, val_conv in converters:
             train_conv.delete()
@@ -232,8 +254,11 @@ def _resolve_tasks(task: str, traces: DataFrame) -> list[str]:
 
 
 def set_petastorm_cache(spark: SparkSession, cfg: Config) -> None:
-    """Petastorm materialises training DataFrames as Parquet under ``<artifacts_root>/petastorm_cache``."""
-    # petastorm loads only when a training runs (an optional, heavy dependency)
+    """With the Petastorm feed, Petastorm materialises training DataFrames as Parquet under
+    ``<artifacts_root>/petastorm_cache`` (the Parquet feed writes under ``train_feed``)."""
+    if feed_kind(cfg) != "petastorm":
+        return
+    # petastorm loads only when a training runs with it (an optional extra)
     from petastorm.spark import SparkDatasetConverter
 
     cache = Path(cfg.artifacts_root).resolve() / "petastorm_cache"
@@ -323,13 +348,19 @@ def _train_with_quantitative(spark: SparkSession, cfg: Config, tasks: list[str],
 
 def run_train(spark: SparkSession, cfg: Config, task: str = "both") -> dict:
     """Train the requested LSTM(s), the count and PCA models, and calibrate on val; returns the run summary."""
+    if is_connect(spark):
+        raise InputError("training needs a classic Spark session (TorchDistributor launches its ranks through the "
+                         "SparkContext, which Spark Connect, serverless and shared clusters do not have): run it on a "
+                         "classic cluster (single user), or train without Spark with deeplog-train-local")
+    if cfg.mlflow:  # a store that cannot take the run fails now, not after the training
+        check_store(cfg.artifacts_root)
     with stage("train") as st:
         traces_path = cfg.table(schemas.TRACES)
         traces = read_table(spark, traces_path)
         version = table_version(spark, traces_path)
         vocab_size = vocab_size_of(spark, cfg)
         tasks = _resolve_tasks(task, traces)
-        run_id = job_run_id(cfg, traces_path.path, version)
+        run_id = job_run_id(cfg, traces_path.path, version, table_id(spark, traces_path))
         out_dir = run_dir(cfg.artifacts_root, run_id)
         out_dir.mkdir(parents=True, exist_ok=True)
         set_petastorm_cache(spark, cfg)

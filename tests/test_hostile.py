@@ -137,6 +137,55 @@ def test_a_template_with_regex_escapes_matches_literally(spark, cfg, tmp_path):
     assert got["accepted_lines"] == 2 and got["lines_per_template"] == {"E1": 1, "E2": 1}
 
 
+def test_two_first_appends_at_once_keep_a_shared_block_in_one_batch(spark, cfg, tmp_path, monkeypatch):
+    """Issue 40, case 4: two appends with no tables yet each check for blocks already ingested before
+    the other has written (simulated: the check finds nothing for either). After its write each
+    batch looks again; the block stays with the batch written first, the other rejects its copy."""
+    from deeplog_spark.ingest import runner
+
+    a = _traces(tmp_path / "a.csv", ['blk_shared,"[E5,E22]"', 'blk_a,"[E5]"'])
+    b = _traces(tmp_path / "b.csv", ['blk_shared,"[E5,E22]"', 'blk_b,"[E22]"'])
+    c = cfg.replace(append=True, anomaly_labels="")
+    monkeypatch.setattr(runner, "drop_already_ingested",  # each "checked before the other wrote"
+                        lambda spark, cfg, traces, *rest: (traces, spark.createDataFrame([], schemas.INGEST_REJECTS_SCHEMA)))
+    got_a = run_ingest(spark, c.replace(event_traces=a, ingest_batch="a"))
+    got_b = run_ingest(spark, c.replace(event_traces=b, ingest_batch="b"))
+    assert runner.settle_shared_blocks(spark, c, "a", schemas.SOURCE_EVENT_TRACES, None) == 0  # a looks last: keeps it
+    traces = sorted((r.block_id, r.ingest_batch) for r in read_table(spark, c.table_path(schemas.TRACES)).collect())
+    assert traces == [("blk_a", "a"), ("blk_b", "b"), ("blk_shared", "a")]
+    assert (got_a["traces"], got_b["traces"], got_b["trace_rejects"]) == (2, 1, 1)
+    reject = _rejects(spark, c)["blk_shared"]
+    assert (reject.reason, reject.ingest_batch) == (Reason.BLOCK_ALREADY_INGESTED, "b")
+    assert "batch a, which was written first" in reject.detail
+
+
+def test_impossible_times_in_raw_logs_are_rejected_with_a_reason(spark, cfg, tmp_path):
+    """Issue 40, case 8: an HDFS line dated 691231 (read as 2069) or 700101 (2070), and a Thunderbird
+    epoch of nines (year 2286), are rejected as timestamp_out_of_range, so no session gets an
+    interval of 1.9e9 s or is reordered by them; the other lines of those sessions stay."""
+    from deeplog_spark.ingest.runner import run_ingest_raw
+
+    templates = tmp_path / "t.csv"
+    templates.write_text("EventId,EventTemplate\nE5,Receiving block [*] src: [*] dest: [*]\n")
+    log = tmp_path / "hdfs.log"
+    line = "{} 143 INFO dfs.DataNode$DataXceiver: Receiving block blk_{} src: /10.0.0.1:1 dest: /10.0.0.2:2\n"
+    log.write_text(line.format("081109 203518", 1) + line.format("691231 235959", 1) + line.format("700101 000001", 1)
+                   + line.format("081109 203520", 1) + line.format("081109 203521", 2))
+    got = run_ingest_raw(spark, cfg.replace(templates=str(templates), raw_logs=str(log), anomaly_labels=""))
+    assert got["rejects_by_reason"] == {"timestamp_out_of_range": 2} and got["blocks"] == 2
+    traces = {r.block_id: list(r.intervals) for r in read_table(spark, cfg.table_path(schemas.TRACES)).collect()}
+    assert traces == {"blk_1": [0.0, 2.0], "blk_2": [0.0]}
+    detail = read_table(spark, cfg.table_path(schemas.INGEST_REJECTS)).first().detail
+    assert "2069-12-31" in detail or "2070-01-01" in detail
+
+    tb = tmp_path / "tb.log"
+    tb_line = "- {} 2005.11.09 tbird-admin1 Nov 9 12:01:{:02d} local@tbird-admin1 kernel: message {}\n"
+    tb.write_text(tb_line.format(1131566461, 1, 1) + tb_line.format(9999999999, 2, 2) + tb_line.format(1131566470, 3, 3))
+    got = run_ingest_raw(spark, cfg.replace(raw_logs=str(tb), log_format="thunderbird", templates_from="mine",
+                                            tables_root=str(tmp_path / "tb"), anomaly_labels=""))
+    assert got["rejects_by_reason"] == {"timestamp_out_of_range": 1} and got["accepted_lines"] == 2
+
+
 @pytest.mark.parametrize("over, message", [
     ({"ingest_batch": "a..b"}, "ingest_batch='a..b' is out of range"),
     ({"h": 100_000}, "h=100000 is out of range: must be <= 1000"),

@@ -68,6 +68,9 @@ class Reason:
     # raw HDFS log lines
     MALFORMED_LOG_LINE = "malformed_log_line"
     MALFORMED_TIMESTAMP = "malformed_timestamp"
+    # a time before EARLIEST_EVENT_TIME or more than a day after the ingest (a broken clock, an
+    # epoch of nines, a two-digit year read in the wrong century)
+    TIMESTAMP_OUT_OF_RANGE = "timestamp_out_of_range"
     UNKNOWN_TEMPLATE = "unknown_template"
     NO_BLOCK_ID = "no_block_id"
     # raw lines of other systems segmented by id: the line names no session

@@ -154,11 +154,23 @@ def parse_fields(lines: DataFrame, fmt: LogFormat, sessions_by_id: bool = True) 
     )
 
 
+#: A log line's time must lie between this and a day after the ingest (``timestamp_out_of_range``).
+#: A two-digit year (``yy``) is read as 2000-2099, Spark's rule, so ``691231`` is 2069-12-31 and is
+#: rejected, not read as 1969; an epoch of nines (year 2286) is rejected the same way.
+EARLIEST_EVENT_TIME = "1970-01-01 00:00:00"
+
+
+def in_time_range(ts: Column) -> Column:
+    """Whether ``ts`` lies in [:data:`EARLIEST_EVENT_TIME`, now + 1 day]."""
+    return (ts >= F.lit(EARLIEST_EVENT_TIME).cast("timestamp")) & (ts <= F.current_timestamp() + F.expr("INTERVAL 1 DAY"))
+
+
 def with_reason(df: DataFrame, fmt: LogFormat, sessions_by_id: bool = True) -> DataFrame:
     """``df`` (fields and ``event_id``) plus ``reason``: null for an accepted line."""
     no_session = Reason.NO_BLOCK_ID if fmt.name == "hdfs" else Reason.NO_SESSION_ID
     checks = [(~F.col("_ok"), Reason.MALFORMED_LOG_LINE),
               (F.col("ts").isNull(), Reason.MALFORMED_TIMESTAMP),
+              (~in_time_range(F.col("ts")), Reason.TIMESTAMP_OUT_OF_RANGE),
               (F.col("event_id").isNull(), Reason.UNKNOWN_TEMPLATE)]
     if sessions_by_id:
         checks.append((F.size("block_ids") == 0, no_session))
@@ -295,7 +307,11 @@ def raw_rejects(parsed: DataFrame, ingested_at: dt.datetime) -> DataFrame:
         F.col("line").alias("raw"), F.col("reason"),
         F.when(F.col("reason") == Reason.UNKNOWN_TEMPLATE,
                F.format_string("the content matches none of the templates; it names %d session(s)",
-                               F.size("block_ids"))).alias("detail"),
+                               F.size("block_ids")))
+        .when(F.col("reason") == Reason.TIMESTAMP_OUT_OF_RANGE,
+              F.format_string("the line's time %s is before %s or more than a day after the ingest (a two-digit "
+                              "year is read as 20yy)", F.col("ts").cast("string"), F.lit(EARLIEST_EVENT_TIME)))
+        .alias("detail"),
         F.lit(ingested_at).cast("timestamp").alias("ingested_at"),
         F.lit(None).cast("string").alias("ingest_batch"),
     ).select(*[F.col(f.name).cast(f.dataType) for f in INGEST_REJECTS_SCHEMA.fields])

@@ -91,15 +91,20 @@ def drop_already_ingested(spark: SparkSession, cfg: Config, traces: DataFrame, b
         return traces, spark.createDataFrame([], schemas.INGEST_REJECTS_SCHEMA)
     other = (read_table(spark, path).where(F.coalesce(F.col("ingest_batch"), F.lit("")) != batch)
              .select("block_id", F.col("ingest_batch").alias("_prev")))
-    dup = traces.join(other, "block_id")
-    rejects = dup.select(
+    rejects = _already_ingested(traces.join(other, "block_id"), source, ingested_at, batch,
+                                "already ingested in batch %s (a block's events must arrive in one batch)")
+    return traces.join(other.select("block_id"), "block_id", "left_anti"), rejects
+
+
+def _already_ingested(dup: DataFrame, source: str, ingested_at: dt.datetime, batch: str, detail: str) -> DataFrame:
+    """``block_already_ingested`` reject rows for trace rows ``dup`` (with ``_prev``, the batch that
+    holds the block; ``detail`` formats it)."""
+    return dup.select(
         F.lit(source).alias("source"), F.col("source_file"), F.col("block_id"),
         F.to_json(F.struct("events", "intervals")).alias("raw"), F.lit(Reason.BLOCK_ALREADY_INGESTED).alias("reason"),
-        F.format_string("already ingested in batch %s (a block's events must arrive in one batch)",
-                        F.col("_prev")).alias("detail"),
+        F.format_string(detail, F.col("_prev")).alias("detail"),
         F.lit(ingested_at).cast("timestamp").alias("ingested_at"), F.lit(batch).alias("ingest_batch"),
     ).select(*[F.col(f.name).cast(f.dataType) for f in schemas.INGEST_REJECTS_SCHEMA.fields])
-    return traces.join(other.select("block_id"), "block_id", "left_anti"), rejects
 
 
 def write_ingest(spark: SparkSession, cfg: Config, templates: DataFrame, traces: DataFrame, rejects: DataFrame,
@@ -117,8 +122,53 @@ def write_ingest(spark: SparkSession, cfg: Config, templates: DataFrame, traces:
         traces, dup = drop_already_ingested(spark, cfg, traces, batch, source, ingested_at)
         rejects = rejects.unionByName(dup)
     _write_templates(spark, cfg, templates)
-    write_batches(traces, cfg.table(schemas.TRACES), [batch], cfg.append)
+    with commit_note(spark, _note(batch)):
+        write_batches(traces, cfg.table(schemas.TRACES), [batch], cfg.append)
     write_batches(rejects, cfg.table(schemas.INGEST_REJECTS), [batch], cfg.append)
+    if cfg.append and dedupe:
+        settle_shared_blocks(spark, cfg, batch, source, ingested_at)
+
+
+def settle_shared_blocks(spark: SparkSession, cfg: Config, batch: str, source: str, ingested_at: dt.datetime) -> int:
+    """After ``batch`` wrote its traces, the blocks it shares with another batch: the copy of the batch
+    whose traces commit came first stays, the later batch's copy moves to its rejects
+    (``block_already_ingested``). Returns how many of this batch's blocks moved.
+
+    Two batches ingested at the same moment (the first two appends of a schedule, or two files
+    started together) each check for blocks already ingested before the other has written, so both
+    can find a block new. Each looks again after its write; both order the batches by their commits
+    to ``traces`` (``DESCRIBE HISTORY``, the batch in each commit's user metadata), so they agree
+    which copy stays, whichever looks first. Rows written before commits carried the batch count as
+    the earliest."""
+    path = cfg.table(schemas.TRACES)
+    traces = read_table(spark, path)
+    mine = traces.where(F.col("ingest_batch") == batch)
+    others = traces.where(F.col("ingest_batch") != batch).select("block_id", F.col("ingest_batch").alias("_prev"))
+    shared = [(r["block_id"], r["_prev"]) for r in mine.select("block_id").join(others, "block_id").collect()]
+    if not shared:
+        return 0
+    written = {}
+    for row in spark.sql(f"DESCRIBE HISTORY {path.sql}").select("version", "userMetadata").collect():
+        note = row["userMetadata"] or ""
+        if note.startswith(_NOTE) and note[len(_NOTE):] not in written:  # newest first: its current rows
+            written[note[len(_NOTE):]] = int(row["version"])
+    own = written.get(batch, -1)
+    later = sorted({block for block, prev in shared if written.get(prev, -1) < own})
+    if not later:
+        return 0
+    first = {block: prev for block, prev in sorted(shared, key=lambda bp: written.get(bp[1], -1), reverse=True)}
+    moved = spark.createDataFrame([(b, first[b]) for b in later], "block_id string, _prev string")
+    rejects = _already_ingested(mine.join(moved, "block_id"), source, ingested_at, batch,
+                                "already ingested in batch %s, which was written first (the two batches ran at "
+                                "the same time)").localCheckpoint()
+    kept = mine.join(moved.select("block_id"), "block_id", "left_anti").localCheckpoint()
+    earlier = _in_batch(read_table(spark, cfg.table(schemas.INGEST_REJECTS)), batch).localCheckpoint()
+    write_batches(kept, path, [batch], True)  # no note: the batch's order stays that of its ingest commit
+    write_batches(earlier.unionByName(rejects), cfg.table(schemas.INGEST_REJECTS), [batch], True)
+    log.warning("ingest: %d block(s) of batch %s were also in a batch written first (%s), ingested at the same "
+                "time; they are rejected here as %s", len(later), batch, ", ".join(sorted({first[b] for b in later})),
+                Reason.BLOCK_ALREADY_INGESTED)
+    return len(later)
 
 
 def _write_templates(spark: SparkSession, cfg: Config, templates: DataFrame) -> None:
@@ -316,9 +366,13 @@ def _utc(seconds: float | None) -> dt.datetime | None:
 MAX_CLOSING_IDS = 20_000
 
 
+#: The user metadata of a batch's commits to ``traces`` and ``open_sessions`` (:func:`_note`).
+_NOTE = "deeplog ingest_batch="
+
+
 def _note(batch: str) -> str:
-    """The user metadata of a batch's commit to ``open_sessions``."""
-    return f"deeplog ingest_batch={batch}"
+    """The user metadata of a batch's commit to ``traces`` and ``open_sessions``."""
+    return _NOTE + batch
 
 
 def apply_session_rule(spark: SparkSession, cfg: Config, rows: DataFrame, batch: str, ingested_at: dt.datetime,

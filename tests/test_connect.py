@@ -41,7 +41,7 @@ spark = builder.getOrCreate()
 assert is_connect(spark), type(spark)
 codes = [run_job("deeplog", tasks.description(), tasks.run, argv=["--task", t, *flags], options=tasks.OPTIONS,
                  spark=spark) for t in ("detect", "eval", "register")]
-fresh = ["--tables_root", sys.argv[3] + "/wh", "--artifacts_root", sys.argv[3] + "/art", "--mlflow", "false"]
+fresh = ["--tables_root", sys.argv[3] + "/fresh/wh", "--artifacts_root", sys.argv[3] + "/fresh/art", "--mlflow", "false"]
 codes += [run_job("deeplog", tasks.description(), tasks.run, argv=["--task", t, *fresh], options=tasks.OPTIONS,
                   spark=spark) for t in ("ingest", "key")]
 rows = [len(spark.sql("\n".join(l for l in q.splitlines() if not l.strip().startswith("--"))).collect())
@@ -71,7 +71,7 @@ def test_ingest_detect_and_evaluate_over_spark_connect_and_training_refused(spar
     # detect, eval, register, then an ingest of the embedded sample into fresh tables; training is refused
     assert got["codes"] == [0, 0, 0, 0, 2], res.stderr[-3000:]
     assert "training needs a classic Spark session" in res.stderr
-    assert spark.read.format("delta").load(str(tmp_path / "wh" / "traces")).count() == 3000
+    assert spark.read.format("delta").load(str(tmp_path / "fresh" / "wh" / "traces")).count() == 3000
     assert got["alive"] == 3
     assert got["readme"] and all(n > 0 for n in got["readme"]), got["readme"]
     assert spark.sql(f"DESCRIBE HISTORY delta.`{vpath}` LIMIT 1").first()["operation"] == "WRITE"

@@ -9,6 +9,7 @@ import gzip
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -82,6 +83,14 @@ def test_a_huge_interval_is_rejected_and_never_reaches_the_value_model(spark, cf
         interval_stats(inf)
 
 
+def _ingest_bytes(spark, cfg, tmp_path, raw: bytes):
+    """Ingest ``raw`` as an Event_traces file: (the ingest's counts, the accepted block ids)."""
+    path = tmp_path / "t.csv"
+    path.write_bytes(raw)
+    counts = run_ingest(spark, cfg.replace(event_traces=str(path), anomaly_labels=""))
+    return counts, {r.block_id for r in read_table(spark, cfg.table_path(schemas.TRACES)).collect()}
+
+
 def test_broken_rows_are_rejected_not_accepted_as_fragments(spark, cfg, tmp_path):
     raw = (b'BlockId, Features, Latency\n'  # spaces after the commas in the header
            b'"blk_first\nsecond","[E5,E22]",1\n'  # a line break inside a quoted BlockId
@@ -91,21 +100,31 @@ def test_broken_rows_are_rejected_not_accepted_as_fragments(spark, cfg, tmp_path
            b'blk_nan,"[E5]",NaN\n'
            b'blk_neg,"[E5]",-3\n'
            b'blk_fine,"[E5,E22]",2.5\n')
-    path = tmp_path / "t.csv"
-    path.write_bytes(raw)
-    counts = run_ingest(spark, cfg.replace(event_traces=str(path), anomaly_labels=""))
-    accepted = {r.block_id for r in read_table(spark, cfg.table_path(schemas.TRACES)).collect()}
+    counts, accepted = _ingest_bytes(spark, cfg, tmp_path, raw)
     assert accepted == {"blk_fine"}
     rejects = read_table(spark, cfg.table_path(schemas.INGEST_REJECTS)).collect()
     by_id = {r.block_id: r.reason for r in rejects}
-    assert all(r.reason for r in rejects) and len(rejects) == 7
+    assert all(r.reason for r in rejects) and len(rejects) == 6
     assert by_id["blk_nul\x00"] == by_id['blk_q"uote'] == Reason.MALFORMED_BLOCK_ID
     assert by_id["BlockId"] == Reason.REPEATED_HEADER and by_id["blk_nan"] == by_id["blk_neg"] == Reason.INVALID_LATENCY
-    # the two halves of the broken row: both rejected, neither taken for a block
-    assert {r.reason for r in rejects if r.block_id not in by_id or "first" in (r.block_id or "")
-            or "second" in (r.raw or "")} <= {Reason.MALFORMED_CSV_ROW, Reason.MALFORMED_BLOCK_ID, Reason.EMPTY_SEQUENCE,
-                                               Reason.MALFORMED_FEATURES}
-    assert counts["trace_rows"] == counts["traces"] + counts["trace_rejects"] == 8
+    # the record with a line break inside its quoted BlockId is one record, refused for its id
+    assert by_id["blk_first\nsecond"] == Reason.MALFORMED_BLOCK_ID
+    assert counts["trace_rows"] == counts["traces"] + counts["trace_rejects"] == 7
+
+
+def test_quoted_line_breaks_never_make_rows_of_their_own(spark, cfg, tmp_path):
+    """Issue 40, case 3: fragments of a quoted field that look like rows (`blk_777,[E5]` inside a
+    quoted BlockId, `blk_888,[E22]` inside quoted Features) are parsed as CSV does, inside their
+    record, and never accepted as blocks; the file's records are counted as records."""
+    raw = (b'BlockId,Features\n'
+           b'"blk_1\nblk_777,[E5]\nx","[E22]"\n'
+           b'blk_9,"[E5]\nblk_888,[E22]\n"\n'
+           b'blk_fine,"[E5,E22]"\n')
+    counts, accepted = _ingest_bytes(spark, cfg, tmp_path, raw)
+    assert accepted == {"blk_fine"}
+    assert counts["trace_rows"] == 3 and counts["trace_rejects"] == 2
+    ids = {r.block_id for r in read_table(spark, cfg.table_path(schemas.INGEST_REJECTS)).collect()}
+    assert not ids & {"blk_777", "blk_888"}
 
 
 def test_a_folder_input_skips_files_that_are_not_csv(spark, cfg, tmp_path):
@@ -157,6 +176,19 @@ def test_two_first_appends_at_once_keep_a_shared_block_in_one_batch(spark, cfg, 
     reject = _rejects(spark, c)["blk_shared"]
     assert (reject.reason, reject.ingest_batch) == (Reason.BLOCK_ALREADY_INGESTED, "b")
     assert "batch a, which was written first" in reject.detail
+
+
+def test_more_events_than_the_pca_limit_stop_training_before_it_starts(spark, cfg, tmp_path):
+    """Issue 40, case 9: a vocabulary the PCA baseline's d x d matrices cannot hold is refused before
+    any training, in one error that names the limit and its key (here 12 events over a limit of 6)."""
+    from deeplog_spark.train.runner import run_train
+
+    rows = [f'blk_{i},"[{",".join(f"E{e}" for e in range(1 + i % 3, 13, 1))}]"' for i in range(60)]
+    c = cfg.replace(event_traces=_traces(tmp_path / "wide.csv", rows), anomaly_labels="", pca_max_events=6)
+    run_ingest(spark, c)
+    with pytest.raises(InputError, match=r"hold 12 distinct events, over pca_max_events = 6"):
+        run_train(spark, c, "key")
+    assert not list(Path(c.artifacts_root).glob("runs/*/key_model.pt"))
 
 
 def test_impossible_times_in_raw_logs_are_rejected_with_a_reason(spark, cfg, tmp_path):

@@ -143,6 +143,7 @@ class Config:
     sampling_power: float = _field("train", "distinct_windows: draw windows by count ** this (1 = the law of all windows; < 1 favours rare windows)")
     max_train_rows: int = _field("train", "at most this many training rows per model, a hashed sample (key: distinct rows; value: sessions; 0 = all)")
     max_val_rows: int = _field("train", "at most this many validation rows per model, a hashed sample (0 = all)")
+    pca_max_events: int = _field("train", "the PCA baseline's limit on distinct events in the training sessions (its d x d matrices), checked before training")
     num_processes: int = _field("train", "TorchDistributor processes (ranks)")
     local_mode: bool = _field("train", "TorchDistributor local_mode (ranks on the driver)")
     side_by_side: bool = _field("train", "one CPU rank: train the key and value models at the same time, each on half of the cores")
@@ -408,7 +409,8 @@ def _validate(cfg: Config) -> None:
     _check(cfg.steps_per_epoch >= 0, "steps_per_epoch", cfg.steps_per_epoch, "must be >= 0 (0 = one pass)")
     for key in ("h", "embed_dim", "value_event_dim", "value_chunk", "key_hidden", "key_layers", "value_hidden", "value_layers",
                 "value_batch_size", "value_epochs",
-                "batch_size", "epochs", "top_g", "shuffle_partitions", "num_processes", "loader_workers", "detect_batch_size"):
+                "batch_size", "epochs", "top_g", "shuffle_partitions", "num_processes", "loader_workers", "detect_batch_size",
+                "pca_max_events"):
         _check(getattr(cfg, key) >= 1, key, getattr(cfg, key), "must be >= 1")
     _check(cfg.patience >= 0, "patience", cfg.patience, "must be >= 0")
     _check(0.0 <= cfg.min_delta < 1.0, "min_delta", cfg.min_delta, "must be in [0, 1)")

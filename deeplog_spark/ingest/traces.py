@@ -65,7 +65,10 @@ def _read_csv_strings(spark: SparkSession, path: str, required: tuple[str, ...],
     The header decides which optional columns exist; names are matched without surrounding spaces
     (``BlockId, Features`` works); a missing required column or a repeated name is an error.
     """
-    reader = spark.read.option("header", True).option("escape", '"')
+    # multiLine: a quoted field may hold a line break, as in any CSV reader, so a record is never cut
+    # into fragments that look like rows of their own (a file is then parsed by one task; .gz files
+    # are anyway)
+    reader = spark.read.option("header", True).option("escape", '"').option("multiLine", True)
     if _is_folder(path):
         reader = reader.option("pathGlobFilter", CSV_FILES)
     try:

@@ -12,6 +12,7 @@ from pyspark.sql import functions as F
 
 from deeplog_spark.core import schemas
 from deeplog_spark.core.config import Config
+from deeplog_spark.core.errors import InputError
 from deeplog_spark.core.runs import write_json
 from deeplog_spark.core.tables import replace_where
 from deeplog_spark.features.train_rows import normal_sessions
@@ -22,6 +23,21 @@ log = logging.getLogger(__name__)
 
 #: The run's normal count patterns, in its folder (the count_patterns table holds them too, for SQL).
 PATTERNS_FILE = "count_patterns.json"
+
+
+def check_vocabulary(traces: DataFrame, vocab_size: int, limit: int) -> None:
+    """Refuse a training whose train-normal sessions hold more than ``limit`` distinct events
+    (config ``pca_max_events``) before any work: the PCA baseline's d x d matrices would not fit the
+    driver (50,000 events: tens of GB). ``vocab_size`` (the templates) bounds them, so the count
+    runs only when it could be over."""
+    if vocab_size <= limit:
+        return
+    d = normal_sessions(traces, "train").select(F.explode("events").alias("e")).distinct().count()
+    if d > limit:
+        raise InputError(f"the training sessions hold {d:,} distinct events, over pca_max_events = {limit:,}: the PCA "
+                         f"baseline's {d:,} x {d:,} matrices would need about {40 * d * d / 2**30:,.0f} GiB on the "
+                         "driver. Merge templates (a lower drain_sim_th for mined ones), or raise pca_max_events when "
+                         "the driver has the memory")
 
 
 def fit_quantitative(spark: SparkSession, cfg: Config, traces: DataFrame, run_id: str, out_dir: Path) -> dict:

@@ -37,6 +37,7 @@ NOT_RUN_KEYS = {
     "loader_workers": "how Petastorm reads the rows, not which",
     "feed": "how the rows reach the ranks, not which (in-memory tables train the same weights either way)",
     "k_sigma": "the value model's reported threshold; detection takes its own --k_sigma",
+    "pca_max_events": "a limit checked before the training; it changes no model",
 }
 
 

@@ -44,7 +44,7 @@ from deeplog_spark.features.train_rows import (
     vocab_size_of,
 )
 from deeplog_spark.integrations.tracking import check_store, log_training
-from deeplog_spark.models.fit import fit_quantitative
+from deeplog_spark.models.fit import check_vocabulary, fit_quantitative
 from deeplog_spark.nn.sources import ParquetFeed, ParquetSource, PetastormSource, collected
 from deeplog_spark.nn.trainer import init_distributed, run_task, shutdown_distributed
 from deeplog_spark.train.job import (
@@ -360,6 +360,7 @@ def run_train(spark: SparkSession, cfg: Config, task: str = "both") -> dict:
         version = table_version(spark, traces_path)
         vocab_size = vocab_size_of(spark, cfg)
         tasks = _resolve_tasks(task, traces)
+        check_vocabulary(traces, vocab_size, cfg.pca_max_events)
         run_id = job_run_id(cfg, traces_path.path, version, table_id(spark, traces_path))
         out_dir = run_dir(cfg.artifacts_root, run_id)
         out_dir.mkdir(parents=True, exist_ok=True)

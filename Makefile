@@ -38,7 +38,7 @@ venv-petastorm: $(VENV_PETASTORM)/.installed
 
 ## test-petastorm: training and detection in the Petastorm set (.ci/run runs it after `make test`)
 test-petastorm: $(VENV_PETASTORM)/.installed
-	PYTHON=$(abspath $(PYP)) $(PYP) -m pytest -q $(PETASTORM_TESTS) $(PYTEST_ARGS)
+	PYTHON=$(abspath $(PYP)) $(PYP) -m pytest -q -m "not extended or petastorm" $(PETASTORM_TESTS) $(PYTEST_ARGS)
 
 ## test: the test suite (what .ci/run runs)
 test: $(VENV)/.installed

@@ -112,6 +112,7 @@ def test_broken_rows_are_rejected_not_accepted_as_fragments(spark, cfg, tmp_path
     assert counts["trace_rows"] == counts["traces"] + counts["trace_rejects"] == 7
 
 
+@pytest.mark.extended  # Spark jobs of 10-60 s: `make test-extended`, so that `make test` stays under 15 minutes
 def test_quoted_line_breaks_never_make_rows_of_their_own(spark, cfg, tmp_path):
     """Issue 40, case 3: fragments of a quoted field that look like rows (`blk_777,[E5]` inside a
     quoted BlockId, `blk_888,[E22]` inside quoted Features) are parsed as CSV does, inside their
@@ -156,6 +157,7 @@ def test_a_template_with_regex_escapes_matches_literally(spark, cfg, tmp_path):
     assert got["accepted_lines"] == 2 and got["lines_per_template"] == {"E1": 1, "E2": 1}
 
 
+@pytest.mark.extended  # Spark jobs of 10-60 s: `make test-extended`, so that `make test` stays under 15 minutes
 def test_two_first_appends_at_once_keep_a_shared_block_in_one_batch(spark, cfg, tmp_path, monkeypatch):
     """Issue 40, case 4: two appends with no tables yet each check for blocks already ingested before
     the other has written (simulated: the check finds nothing for either). After its write each
@@ -178,6 +180,7 @@ def test_two_first_appends_at_once_keep_a_shared_block_in_one_batch(spark, cfg, 
     assert "batch a, which was written first" in reject.detail
 
 
+@pytest.mark.extended  # Spark jobs of 10-60 s: `make test-extended`, so that `make test` stays under 15 minutes
 def test_more_events_than_the_pca_limit_stop_training_before_it_starts(spark, cfg, tmp_path):
     """Issue 40, case 9: a vocabulary the PCA baseline's d x d matrices cannot hold is refused before
     any training, in one error that names the limit and its key (here 12 events over a limit of 6)."""
@@ -191,6 +194,7 @@ def test_more_events_than_the_pca_limit_stop_training_before_it_starts(spark, cf
     assert not list(Path(c.artifacts_root).glob("runs/*/key_model.pt"))
 
 
+@pytest.mark.extended  # Spark jobs of 10-60 s: `make test-extended`, so that `make test` stays under 15 minutes
 def test_impossible_times_in_raw_logs_are_rejected_with_a_reason(spark, cfg, tmp_path):
     """Issue 40, case 8: an HDFS line dated 691231 (read as 2069) or 700101 (2070), and a Thunderbird
     epoch of nines (year 2286), are rejected as timestamp_out_of_range, so no session gets an

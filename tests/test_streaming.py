@@ -294,6 +294,7 @@ def test_the_session_rule_on_hand_made_rows(spark):
     assert "closed in batch day0" in rejects[0].detail
 
 
+@pytest.mark.extended  # Spark jobs of 10-60 s: `make test-extended`, so that `make test` stays under 15 minutes
 def test_open_sessions_changed_in_place_equal_a_rewrite(spark, cfg, monkeypatch):
     """Four batches (the second and third close a session, the fourth none): the open state changed
     in place (one commit a batch: closing sessions' rows out, the batch's open rows in) is the

@@ -243,6 +243,7 @@ def test_missing_input_file_exits_2_with_one_line(tmp_path):
     assert "error: input not found" in res.stderr
 
 
+@pytest.mark.extended  # Spark jobs of 10-60 s: `make test-extended`, so that `make test` stays under 15 minutes
 def test_the_cli_runs_in_the_active_session_and_leaves_it_running(spark, tmp_path, capsys):
     """A Databricks job or a notebook owns its session: the CLI takes the active one and never stops
     it; a failed run raises SystemExit with its code (a wheel task ignores a returned code)."""

@@ -135,6 +135,7 @@ def test_tracking_server_registry_and_models_uri(spark, own_full_run, tmp_path):
         server.wait(timeout=60)
 
 
+@pytest.mark.extended  # Spark jobs of 10-60 s: `make test-extended`, so that `make test` stays under 15 minutes
 def test_a_broken_or_locked_store_fails_before_training(spark, cfg, tmp_path):
     """Issue 40, case 12: a truncated store fails `key` in one line before any training (and says
     that --mlflow false skips tracking); a locked store is reported as locked, by training and by

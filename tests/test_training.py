@@ -70,6 +70,7 @@ def test_run_id_is_keyed_by_config_and_traces_version(sample_tables):
     assert run_id_for(cfg, path, 0, "t2") != run_id_for(cfg, path, 0, "t1")
 
 
+@pytest.mark.extended  # Spark jobs of 10-60 s: `make test-extended`, so that `make test` stays under 15 minutes
 def test_a_traces_table_ingested_again_is_a_new_run_not_a_resume(spark, cfg):
     """Issue 40, case 6: the tables wiped and other blocks ingested at the same place give the same
     version (0) but a new table id, so the run id changes and the crashed run's resume file, in the
@@ -252,6 +253,8 @@ def test_key_and_value_trained_side_by_side_equal_one_after_the_other(spark, cfg
                                        err_msg=f"{task}.{name}")
 
 
+@pytest.mark.extended  # trains both models twice; make test-petastorm selects it by its marker
+@pytest.mark.petastorm
 def test_the_parquet_feed_and_the_petastorm_feed_train_the_same_weights(spark, cfg, tmp_path):
     """The maintained feed (Spark writes Parquet, each rank reads it with pyarrow) and the optional
     Petastorm feed give the same rows in the same order, so the same weights for the same seed."""
